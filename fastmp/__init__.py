@@ -1,0 +1,21 @@
+"""fastmp: shared-memory, Cython-compiled drop-in replacements for
+multiprocessing's primitives.
+
+    import fastmp as multiprocessing      # or: from fastmp import Queue
+
+Everything fastmp does not reimplement is re-exported from multiprocessing,
+so the module can stand in for it as a whole.
+"""
+
+import multiprocessing as _multiprocessing
+
+from fastmp.queues import Queue
+
+# The rest of multiprocessing's public API, unchanged.
+for _name in _multiprocessing.__all__:
+    if _name not in globals():
+        globals()[_name] = getattr(_multiprocessing, _name)
+del _name
+
+__all__ = sorted(set(_multiprocessing.__all__) | {"Queue"})
+__version__ = "0.1.0"

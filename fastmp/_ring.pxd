@@ -1,0 +1,62 @@
+# Framed ring: variable-size messages, many writers and many readers, one
+# robust mutex.  See _ring.pyx for the protocol and _ring_layout.h for the
+# shared layout.
+
+from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
+
+from fastmp._segment cimport Segment
+from fastmp._sync cimport pthread_cond_t, pthread_mutex_t
+
+cdef extern from "_ring_layout.h":
+    ctypedef struct fastmp_ring_header:
+        uint64_t magic
+        uint32_t layout_version
+        uint32_t header_size
+        uint64_t capacity
+        int64_t maxsize
+        pthread_mutex_t mutex
+        pthread_cond_t not_empty
+        pthread_cond_t not_full
+        uint64_t tail
+        uint64_t head
+        int64_t count
+        int64_t pending
+        int32_t readers_waiting
+        int32_t writers_waiting
+        int32_t stream_writer
+        int32_t stream_reader
+        uint64_t stream_start
+        uint64_t stream_remaining
+        uint64_t closed_readers
+    uint64_t FASTMP_RING_MAGIC
+    uint32_t FASTMP_RING_LAYOUT_VERSION
+
+# put() results
+cdef enum:
+    PUT_WRITTEN = 0     # in the ring, visible to readers
+    PUT_ADMITTED = 1    # counted against maxsize but no room yet: the caller
+                        # keeps it and hands it to put_admitted() later
+    PUT_FULL = 2        # maxsize reached and the deadline passed
+
+cdef class FramedRing:
+    cdef readonly Segment segment
+    cdef fastmp_ring_header* hdr
+    cdef char* data
+    cdef readonly uint64_t capacity
+    cdef readonly int64_t maxsize
+    cdef uint64_t stream_chunk
+
+    cdef void _copy_in(self, uint64_t pos, const char* src, uint64_t n) noexcept nogil
+    cdef void _copy_out(self, uint64_t pos, char* dst, uint64_t n) noexcept nogil
+    cdef int _lock(self, bint interruptible=*) except -1
+    cdef void _unlock(self) noexcept nogil
+    cdef int _wait(self, bint for_readers, double deadline) except -1
+    cdef int _spin_until_changed(self, bint for_readers, double deadline) except -1
+    cdef void _wake_readers(self, bint everyone) noexcept nogil
+    cdef void _wake_writers(self) noexcept nogil
+    cdef object _take(self, Py_ssize_t max_n)
+    cdef object _consume_stream(self, bint discard)
+    cdef bint _clear_dead_stream_writer(self) noexcept nogil
+    cdef bint _count_allows(self, Py_ssize_t k, bint admitted) noexcept nogil
+    cdef int _put_stream(self, uint32_t kind, object body, uint64_t length, bint admitted,
+                         double deadline, double room_deadline) except -1

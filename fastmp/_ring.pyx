@@ -1,0 +1,764 @@
+"""A framed ring of variable-size messages in shared memory.
+
+Protocol
+--------
+The data area holds records back to back, each 8-byte aligned::
+
+    [u64 body length][u32 kind][u32 reserved][body ... padding to 8]
+
+A record may wrap the end of the data area; it is then copied in two pieces.
+
+* Writers append at `tail` under the mutex.  They copy a whole batch of
+  records first and publish it with one release-store of `tail`: a writer
+  killed mid-copy leaves nothing visible, and `put_many` is all-or-nothing.
+* Readers take records from `head` under the mutex.  They copy the records
+  out first and only then advance `head`: a reader killed mid-copy leaves
+  the records in place for the next reader.
+* A message whose record is larger than the whole ring *streams*: its writer
+  marks itself `stream_writer` (no other writer may append meanwhile),
+  publishes the header, then the body chunk by chunk as room appears; the
+  reader that takes the header marks itself `stream_reader` (no other reader
+  may take meanwhile) and copies chunks out as they arrive.  The copies run
+  without the mutex, because the stream owner alone may touch those bytes.
+  A stream whose writer or reader dies (or gives up on Ctrl-C) is cleaned up
+  by whoever is blocked behind it: nothing hangs, and the ring stays framed.
+* `count` (records in the ring) and `pending` (messages admitted against
+  `maxsize` but still buffered in a producer) implement maxsize.  After a
+  process dies holding the mutex, `count` is recomputed from the records.
+
+Blocking: spin about SPIN_SECONDS polling `tail` (readers) or `head`
+(writers) without the lock, then sleep on a condition variable in slices;
+waiter counts let the other side skip the wake-up call when nobody sleeps.
+"""
+
+cimport cython
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_FromStringAndSize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.exc cimport PyErr_CheckSignals
+from libc.math cimport INFINITY
+from libc.stdlib cimport calloc, free
+from libc.string cimport memcpy, memset
+from posix.unistd cimport getpid
+
+from fastmp._segment cimport Segment
+from fastmp._sync cimport (
+    cond_init, cond_wait_slice, deadline_after, fastmp_cpu_relax, fastmp_load_acquire_u64,
+    fastmp_store_release_u64, monotonic, mutex_acquire, mutex_init, mutex_release, pid_alive,
+    pthread_cond_broadcast, pthread_cond_signal, pthread_mutex_consistent, pthread_mutex_lock,
+    repair_fn,
+)
+
+cdef extern from "<errno.h>":
+    int EOWNERDEAD
+
+cdef enum:
+    RECORD_HEADER = 16
+    # Kinds with this bit come back as a bytearray (writable), others as bytes.
+    KIND_WRITABLE = 0x100
+    # Copies at least this large run with the GIL released.
+    BIG_COPY = 262144
+    # Stream owner states besides a pid.
+    STREAM_IDLE = 0
+    STREAM_ABANDONED = -1
+
+# How long a waiter polls before it sleeps.  ~2 us: a peer that answers in
+# that time gives sub-microsecond hand-offs; a longer spin only burns the
+# other process's core on this 2-core machine.
+SPIN_SECONDS = 2e-6
+cdef double _spin_seconds = 2e-6
+
+PUT_WRITTEN_ = PUT_WRITTEN
+PUT_ADMITTED_ = PUT_ADMITTED
+PUT_FULL_ = PUT_FULL
+
+HEADER_SIZE = sizeof(fastmp_ring_header)
+
+
+cdef struct record_header:
+    uint64_t length
+    uint32_t kind
+    uint32_t reserved
+
+
+cdef inline uint64_t _align8(uint64_t n) noexcept nogil:
+    return (n + 7) & ~(<uint64_t>7)
+
+
+cdef inline uint64_t _record_size(uint64_t length) noexcept nogil:
+    return RECORD_HEADER + _align8(length)
+
+
+cdef class _Body:
+    """The bytes of one message, held in place as one or several buffers
+    (a pickle and its out-of-band buffers): no joining copy."""
+    cdef Py_buffer* views
+    cdef Py_ssize_t n
+    cdef uint64_t length
+
+    def __cinit__(self, object parts):
+        cdef Py_ssize_t i, count
+        if not isinstance(parts, (list, tuple)):
+            parts = (parts,)
+        count = len(parts)
+        self.views = <Py_buffer*>calloc(count if count > 0 else 1, sizeof(Py_buffer))
+        if self.views == NULL:
+            raise MemoryError()
+        for i in range(count):
+            # PyBUF_SIMPLE: contiguous bytes only; anything else raises BufferError.
+            PyObject_GetBuffer(parts[i], &self.views[i], PyBUF_SIMPLE)
+            self.n = i + 1
+            self.length += <uint64_t>self.views[i].len
+
+    def __dealloc__(self):
+        cdef Py_ssize_t i
+        if self.views != NULL:
+            for i in range(self.n):
+                PyBuffer_Release(&self.views[i])
+            free(self.views)
+
+    cdef void copy_range(self, FramedRing ring, uint64_t pos, uint64_t off, uint64_t n) noexcept nogil:
+        """Copy body bytes [off, off + n) to ring position `pos`."""
+        cdef Py_ssize_t i = 0
+        cdef uint64_t start = 0, vlen, within, take
+        while i < self.n and n > 0:
+            vlen = <uint64_t>self.views[i].len
+            if off < start + vlen:
+                within = off - start
+                take = vlen - within
+                if take > n:
+                    take = n
+                ring._copy_in(pos, <const char*>self.views[i].buf + within, take)
+                pos += take
+                off += take
+                n -= take
+            start += vlen
+            i += 1
+
+
+cdef inline uint64_t _body_length(object body) except? 0:
+    if PyBytes_CheckExact(body):
+        return <uint64_t>PyBytes_GET_SIZE(body)
+    return (<_Body>body).length
+
+
+cdef object _as_body(object body):
+    """bytes stay as they are (fast path); anything else becomes a _Body."""
+    if PyBytes_CheckExact(body):
+        return body
+    return _Body(body)
+
+
+cdef void _repair_ring(void* state) noexcept nogil:
+    """Runs with the mutex held after its previous owner died (EOWNERDEAD).
+
+    head and tail are single aligned stores published after the copies they
+    cover, so they are right.  `count` may have missed its update: recount
+    the records between head and tail."""
+    cdef fastmp_ring_header* hdr = <fastmp_ring_header*>state
+    cdef char* data = <char*>hdr + hdr.header_size
+    cdef uint64_t cap = hdr.capacity
+    cdef uint64_t pos = hdr.head, off
+    cdef int64_t n = 0
+    cdef record_header rh
+    cdef char* dst
+    cdef uint64_t first
+    if hdr.stream_reader != STREAM_IDLE:
+        pos += hdr.stream_remaining
+    while pos + RECORD_HEADER <= hdr.tail:
+        off = pos % cap
+        dst = <char*>&rh
+        first = cap - off
+        if first >= RECORD_HEADER:
+            memcpy(dst, data + off, RECORD_HEADER)
+        else:
+            memcpy(dst, data + off, first)
+            memcpy(dst + first, data, RECORD_HEADER - first)
+        n += 1
+        if _record_size(rh.length) > cap:
+            break               # a stream: its body may still be arriving
+        pos += _record_size(rh.length)
+    hdr.count = n
+
+
+@cython.final
+cdef class FramedRing:
+    """Many-writer, many-reader ring of framed messages in a shared segment.
+
+    `capacity` is the data area in bytes; `maxsize` > 0 bounds the number of
+    messages (as multiprocessing.Queue's maxsize), <= 0 leaves it unbounded.
+    """
+
+    def __init__(self, Py_ssize_t capacity, Py_ssize_t maxsize=0):
+        cdef uint64_t cap
+        if capacity < 64:
+            raise ValueError(f"ring capacity must be at least 64 bytes, got {capacity}")
+        cap = _align8(<uint64_t>capacity)
+        hsize = _align8(sizeof(fastmp_ring_header))
+        self._bind(Segment(hsize + cap))
+        hdr = self.hdr
+        # The segment is fresh and zero-filled: only non-zero fields are set.
+        hdr.header_size = <uint32_t>hsize
+        hdr.capacity = cap
+        hdr.maxsize = maxsize if maxsize > 0 else 0
+        mutex_init(&hdr.mutex)
+        cond_init(&hdr.not_empty)
+        cond_init(&hdr.not_full)
+        hdr.layout_version = FASTMP_RING_LAYOUT_VERSION
+        hdr.magic = FASTMP_RING_MAGIC
+        self._bind(self.segment)
+
+    def _bind(self, Segment segment):
+        self.segment = segment
+        self.hdr = <fastmp_ring_header*>segment.addr
+        self.data = segment.addr + self.hdr.header_size
+        self.capacity = self.hdr.capacity
+        self.maxsize = self.hdr.maxsize
+        # Streams move in chunks of a quarter ring so writer and reader copy
+        # in parallel instead of taking turns on the whole ring.
+        self.stream_chunk = _align8(self.capacity // 4) if self.capacity >= 256 else self.capacity
+
+    @staticmethod
+    def _attach(Segment segment):
+        cdef FramedRing ring = FramedRing.__new__(FramedRing)
+        cdef fastmp_ring_header* hdr = <fastmp_ring_header*>segment.addr
+        if segment.size < <Py_ssize_t>sizeof(fastmp_ring_header) or hdr.magic != FASTMP_RING_MAGIC:
+            raise ValueError("shared memory does not hold a fastmp ring")
+        if hdr.layout_version != FASTMP_RING_LAYOUT_VERSION:
+            raise ValueError(f"fastmp ring layout version {hdr.layout_version} is not "
+                             f"the supported version {FASTMP_RING_LAYOUT_VERSION}")
+        ring._bind(segment)
+        return ring
+
+    def __reduce__(self):
+        # The segment's own reduction enforces "only while starting a process".
+        return (FramedRing._attach, (self.segment,))
+
+    # -- observers (approximate without the lock, as qsize() is everywhere) --
+
+    @property
+    def count(self):
+        return self.hdr.count
+
+    @property
+    def pending(self):
+        return self.hdr.pending
+
+    @property
+    def used_bytes(self):
+        return self.hdr.tail - self.hdr.head
+
+    # -- low level --------------------------------------------------------
+
+    cdef void _copy_in(self, uint64_t pos, const char* src, uint64_t n) noexcept nogil:
+        cdef uint64_t off = pos % self.capacity
+        cdef uint64_t first = self.capacity - off
+        if n <= first:
+            memcpy(self.data + off, src, n)
+        else:
+            memcpy(self.data + off, src, first)
+            memcpy(self.data, src + first, n - first)
+
+    cdef void _copy_out(self, uint64_t pos, char* dst, uint64_t n) noexcept nogil:
+        cdef uint64_t off = pos % self.capacity
+        cdef uint64_t first = self.capacity - off
+        if n <= first:
+            memcpy(dst, self.data + off, n)
+        else:
+            memcpy(dst, self.data + off, first)
+            memcpy(dst + first, self.data, n - first)
+
+    cdef int _lock(self, bint interruptible=True) except -1:
+        if interruptible:
+            return mutex_acquire(&self.hdr.mutex, _repair_ring, <void*>self.hdr)
+        # Used where giving up half-way would strand shared state: the holder
+        # only ever holds the lock for a short copy, so this cannot hang.
+        cdef int rc
+        with nogil:
+            rc = pthread_mutex_lock(&self.hdr.mutex)
+            if rc == EOWNERDEAD:
+                _repair_ring(<void*>self.hdr)
+                pthread_mutex_consistent(&self.hdr.mutex)
+        return 0
+
+    cdef void _unlock(self) noexcept nogil:
+        mutex_release(&self.hdr.mutex)
+
+    cdef void _wake_readers(self, bint everyone) noexcept nogil:
+        if self.hdr.readers_waiting > 0:
+            if everyone:
+                pthread_cond_broadcast(&self.hdr.not_empty)
+            else:
+                pthread_cond_signal(&self.hdr.not_empty)
+
+    cdef void _wake_writers(self) noexcept nogil:
+        # Writers wait for different amounts of room: wake them all and let
+        # each re-check.
+        if self.hdr.writers_waiting > 0:
+            pthread_cond_broadcast(&self.hdr.not_full)
+
+    cdef int _spin_until_changed(self, bint for_readers, double deadline) except -1:
+        """Mutex held on entry and exit.  Drop it and poll the position the
+        other side moves (tail for readers, head for writers) for a couple
+        of microseconds.  Returns 1 if it moved."""
+        cdef uint64_t* watched = &self.hdr.tail if for_readers else &self.hdr.head
+        cdef uint64_t seen = watched[0]
+        cdef double until
+        cdef int moved = 0
+        cdef int i
+        if _spin_seconds <= 0 or deadline <= 0:
+            return 0
+        self._unlock()
+        with nogil:
+            until = monotonic() + _spin_seconds
+            while not moved:
+                for i in range(32):
+                    if fastmp_load_acquire_u64(watched) != seen:
+                        moved = 1
+                        break
+                    fastmp_cpu_relax()
+                if moved or monotonic() >= until:
+                    break
+        self._lock(False)
+        return moved
+
+    cdef int _wait(self, bint for_readers, double deadline) except -1:
+        """Mutex held on entry and exit.  Sleep one slice on not_empty
+        (readers) or not_full (writers).  Returns 1 once the deadline has
+        passed.  Raises KeyboardInterrupt & co. with the mutex still held."""
+        cdef int expired
+        if for_readers:
+            self.hdr.readers_waiting += 1
+            with nogil:
+                expired = cond_wait_slice(&self.hdr.not_empty, &self.hdr.mutex, deadline,
+                                          _repair_ring, <void*>self.hdr)
+            self.hdr.readers_waiting -= 1
+        else:
+            self.hdr.writers_waiting += 1
+            with nogil:
+                expired = cond_wait_slice(&self.hdr.not_full, &self.hdr.mutex, deadline,
+                                          _repair_ring, <void*>self.hdr)
+            self.hdr.writers_waiting -= 1
+        PyErr_CheckSignals()
+        return expired
+
+    # -- writing ----------------------------------------------------------
+
+    def put(self, uint32_t kind, object body, bint block=True, object timeout=None,
+            double room_wait=INFINITY):
+        """Write one message.  Returns PUT_WRITTEN, PUT_ADMITTED (maxsize let it
+        in but the ring had no room within `room_wait` seconds: the caller
+        keeps it and passes it to put_admitted later) or PUT_FULL."""
+        return self.put_many(((kind, body),), block, timeout, room_wait)
+
+    def put_many(self, records, bint block=True, object timeout=None,
+                 double room_wait=INFINITY):
+        """Write a batch of (kind, body) records, all or nothing, under one lock.
+        `body` is bytes or a list of contiguous buffers to concatenate."""
+        cdef double deadline = deadline_after(timeout, block)
+        cdef double room_deadline = monotonic() + room_wait if room_wait < INFINITY else INFINITY
+        cdef list bodies = []
+        cdef uint64_t need = 0, length
+        cdef Py_ssize_t k
+        for kind, body in records:
+            body = _as_body(body)
+            length = _body_length(body)
+            bodies.append((kind, body, length))
+            need += _record_size(length)
+        k = len(bodies)
+        if k == 0:
+            return PUT_WRITTEN
+        if self.maxsize > 0 and k > self.maxsize:
+            raise ValueError(f"a batch of {k} messages can never fit a queue of maxsize {self.maxsize}")
+        if need > self.capacity:
+            if k == 1:
+                kind, body, length = bodies[0]
+                return self._put_stream(kind, body, length, False, deadline, room_deadline)
+            raise ValueError(
+                f"a batch of {k} messages takes {need} bytes, more than the ring's capacity of "
+                f"{self.capacity} bytes: send fewer messages per batch or create the queue with "
+                f"a larger capacity")
+        return self._put_records(bodies, need, False, deadline, room_deadline)
+
+    def put_admitted(self, records):
+        """Write records that put/put_many answered PUT_ADMITTED for, in order.
+        Blocks (interruptibly) until there is room: they are already counted.
+        A batch larger than the ring goes in several writes."""
+        cdef list group = []
+        cdef uint64_t need = 0, length, size
+        for kind, body in records:
+            body = _as_body(body)
+            length = _body_length(body)
+            size = _record_size(length)
+            if group and need + size > self.capacity:
+                self._put_records(group, need, True, INFINITY, INFINITY)
+                group = []
+                need = 0
+            if size > self.capacity:
+                self._put_stream(kind, body, length, True, INFINITY, INFINITY)
+                continue
+            group.append((kind, body, length))
+            need += size
+        if group:
+            self._put_records(group, need, True, INFINITY, INFINITY)
+
+    def release_admitted(self, Py_ssize_t k):
+        """Forget k admitted messages that will never be written (a producer
+        that cancels its buffer)."""
+        self._lock()
+        self.hdr.pending -= k
+        if self.hdr.pending < 0:
+            self.hdr.pending = 0
+        self._wake_writers()
+        self._unlock()
+
+    cdef bint _count_allows(self, Py_ssize_t k, bint admitted) noexcept nogil:
+        return admitted or self.maxsize <= 0 or self.hdr.count + self.hdr.pending + k <= self.maxsize
+
+    def admit(self, Py_ssize_t k, bint block=True, object timeout=None):
+        """Count k messages against maxsize without writing them (PUT_ADMITTED),
+        or PUT_FULL: for a producer that must keep buffering to stay in order."""
+        if self.maxsize > 0 and k > self.maxsize:
+            raise ValueError(f"a batch of {k} messages can never fit a queue of maxsize {self.maxsize}")
+        return self._put_records([None] * k, 0, False, deadline_after(timeout, block), 0.0)
+
+    def _put_records(self, list bodies, uint64_t need, bint admitted, double deadline,
+                     double room_deadline):
+        """bodies: (kind, body, length) triples.  room_deadline 0 with admitted
+        False: only admit (see admit())."""
+        cdef Py_ssize_t k = len(bodies)
+        cdef uint64_t pos, length
+        cdef record_header rh
+        cdef bint counted
+        cdef double now
+        cdef const char* src
+        cdef _Body parts
+        self._lock()
+        try:
+            while True:
+                counted = self._count_allows(k, admitted)
+                if counted and room_deadline == 0.0 and not admitted:
+                    self.hdr.pending += k
+                    return PUT_ADMITTED
+                if counted and self.hdr.stream_writer == STREAM_IDLE and \
+                        self.capacity - (self.hdr.tail - self.hdr.head) >= need:
+                    break
+                if self.hdr.stream_writer != STREAM_IDLE:
+                    self._clear_dead_stream_writer()
+                now = monotonic()
+                if counted and now >= room_deadline:
+                    self.hdr.pending += k
+                    return PUT_ADMITTED
+                if not counted and now >= deadline:
+                    return PUT_FULL
+                if self._spin_until_changed(False, deadline if not counted else room_deadline):
+                    continue
+                self._wait(False, deadline if not counted else room_deadline)
+            # Copy the whole batch beyond tail, then publish it with one store.
+            pos = self.hdr.tail
+            rh.reserved = 0
+            for kind, body, length in bodies:
+                rh.length = length
+                rh.kind = kind
+                self._copy_in(pos, <const char*>&rh, RECORD_HEADER)
+                if PyBytes_CheckExact(body):
+                    src = PyBytes_AS_STRING(body)
+                    if length >= BIG_COPY:
+                        with nogil:
+                            self._copy_in(pos + RECORD_HEADER, src, length)
+                    else:
+                        self._copy_in(pos + RECORD_HEADER, src, length)
+                else:
+                    parts = <_Body>body
+                    if length >= BIG_COPY:
+                        with nogil:
+                            parts.copy_range(self, pos + RECORD_HEADER, 0, length)
+                    else:
+                        parts.copy_range(self, pos + RECORD_HEADER, 0, length)
+                pos += _record_size(length)
+            fastmp_store_release_u64(&self.hdr.tail, pos)
+            self.hdr.count += k
+            if admitted:
+                self.hdr.pending -= k
+            self._wake_readers(k > 1)
+            return PUT_WRITTEN
+        finally:
+            self._unlock()
+
+    cdef bint _clear_dead_stream_writer(self) noexcept nogil:
+        """Mutex held.  If the streaming writer died or gave up, take its
+        stream out of the way.  Returns True if the stream was cleared."""
+        cdef int w = self.hdr.stream_writer
+        cdef int r = self.hdr.stream_reader
+        if w == STREAM_IDLE or (w != STREAM_ABANDONED and pid_alive(w)):
+            return False
+        if r == STREAM_IDLE:
+            if self.hdr.head <= self.hdr.stream_start:
+                # Nobody started reading it: retract the partial message.
+                fastmp_store_release_u64(&self.hdr.tail, self.hdr.stream_start)
+                self.hdr.count -= 1
+            self.hdr.stream_writer = STREAM_IDLE
+        elif r == STREAM_ABANDONED or not pid_alive(r):
+            # Both ends gone: everything after head belongs to the dead stream.
+            fastmp_store_release_u64(&self.hdr.head, self.hdr.tail)
+            self.hdr.stream_remaining = 0
+            self.hdr.stream_reader = STREAM_IDLE
+            self.hdr.stream_writer = STREAM_IDLE
+        else:
+            return False        # a live reader owns the clean-up (_consume_stream)
+        pthread_cond_broadcast(&self.hdr.not_full)
+        pthread_cond_broadcast(&self.hdr.not_empty)
+        return True
+
+    cdef int _put_stream(self, uint32_t kind, object body, uint64_t length, bint admitted,
+                         double deadline, double room_deadline) except -1:
+        """Send one message larger than the ring, chunk by chunk."""
+        cdef uint64_t padded = _align8(length), written = 0, n, free_bytes, tail
+        cdef record_header rh
+        cdef int me = getpid()
+        cdef bint counted, claimed = False, reader_started
+        cdef double now
+        cdef _Body parts = body if isinstance(body, _Body) else _Body(body)
+        self._lock()
+        try:
+            while True:
+                counted = self._count_allows(1, admitted)
+                if counted and self.hdr.stream_writer == STREAM_IDLE and \
+                        self.capacity - (self.hdr.tail - self.hdr.head) >= RECORD_HEADER:
+                    break
+                if self.hdr.stream_writer != STREAM_IDLE:
+                    self._clear_dead_stream_writer()
+                now = monotonic()
+                if counted and now >= room_deadline:
+                    self.hdr.pending += 1
+                    return PUT_ADMITTED
+                if not counted and now >= deadline:
+                    return PUT_FULL
+                self._wait(False, deadline if not counted else room_deadline)
+            # Claim the ring for this stream and publish the header.
+            claimed = True
+            self.hdr.stream_writer = me
+            self.hdr.stream_start = self.hdr.tail
+            rh.length = length
+            rh.kind = kind
+            rh.reserved = 0
+            self._copy_in(self.hdr.tail, <const char*>&rh, RECORD_HEADER)
+            fastmp_store_release_u64(&self.hdr.tail, self.hdr.tail + RECORD_HEADER)
+            self.hdr.count += 1
+            if admitted:
+                self.hdr.pending -= 1
+            self._wake_readers(True)
+            while written < padded:
+                free_bytes = self.capacity - (self.hdr.tail - self.hdr.head)
+                if free_bytes > 0:
+                    n = padded - written
+                    if n > free_bytes:
+                        n = free_bytes
+                    if n > self.stream_chunk:
+                        n = self.stream_chunk
+                    tail = self.hdr.tail
+                    # Only this writer may write beyond tail while it owns the
+                    # stream, and readers never look past tail: copy unlocked.
+                    self._unlock()
+                    with nogil:
+                        parts.copy_range(self, tail, written, n)
+                    self._lock(False)
+                    fastmp_store_release_u64(&self.hdr.tail, tail + n)
+                    written += n
+                    self._wake_readers(True)
+                    continue
+                reader_started = self.hdr.stream_reader != STREAM_IDLE
+                if reader_started and (self.hdr.stream_reader == STREAM_ABANDONED or
+                                       not pid_alive(self.hdr.stream_reader)):
+                    # The receiving process is gone with the first part of this
+                    # message: it was taken, as any message is once a reader has
+                    # it.  Drop the rest and free the ring.
+                    fastmp_store_release_u64(&self.hdr.head, self.hdr.tail)
+                    self.hdr.stream_reader = STREAM_IDLE
+                    self.hdr.stream_remaining = 0
+                    break
+                if not reader_started and not admitted and monotonic() >= room_deadline:
+                    # No reader is coming soon: take the message back so the
+                    # caller can buffer it (an unbounded put must not block).
+                    fastmp_store_release_u64(&self.hdr.tail, self.hdr.stream_start)
+                    self.hdr.count -= 1
+                    self.hdr.pending += 1
+                    self.hdr.stream_writer = STREAM_IDLE
+                    claimed = False
+                    self._wake_writers()
+                    return PUT_ADMITTED
+                try:
+                    self._wait(False, room_deadline if not reader_started else INFINITY)
+                except BaseException:
+                    # Ctrl-C half-way.  Unread: retract it.  Being read: leave
+                    # it abandoned; the reader discards it.
+                    if self.hdr.stream_reader == STREAM_IDLE and self.hdr.head <= self.hdr.stream_start:
+                        fastmp_store_release_u64(&self.hdr.tail, self.hdr.stream_start)
+                        self.hdr.count -= 1
+                        self.hdr.stream_writer = STREAM_IDLE
+                        if admitted:
+                            self.hdr.pending += 1
+                    else:
+                        self.hdr.stream_writer = STREAM_ABANDONED
+                    claimed = False
+                    self._wake_writers()
+                    self._wake_readers(True)
+                    raise
+            self.hdr.stream_writer = STREAM_IDLE
+            claimed = False
+            self._wake_writers()
+            self._wake_readers(True)
+            return PUT_WRITTEN
+        finally:
+            self._unlock()
+
+    # -- reading ----------------------------------------------------------
+
+    def get(self, bint block=True, object timeout=None):
+        """Take one message: (kind, body), or None if the deadline passed."""
+        out = self.get_many(1, block, timeout)
+        return out[0] if out else None
+
+    def get_many(self, Py_ssize_t max_messages, bint block=True, object timeout=None):
+        """Take up to `max_messages` messages under one lock; [] on timeout.
+        A streamed message always comes alone."""
+        cdef double deadline = deadline_after(timeout, block)
+        cdef record_header rh
+        cdef int r
+        cdef object got
+        if max_messages < 1:
+            raise ValueError(f"max_messages_to_get must be at least 1, got {max_messages}")
+        self._lock()
+        try:
+            while True:
+                r = self.hdr.stream_reader
+                if r != STREAM_IDLE:
+                    if r == STREAM_ABANDONED or not pid_alive(r):
+                        # Its reader died or gave up mid-message: finish
+                        # consuming the stream (discarding it) to free the ring.
+                        self._consume_stream(True)
+                        continue
+                elif self.hdr.tail != self.hdr.head:
+                    self._copy_out(self.hdr.head, <char*>&rh, RECORD_HEADER)
+                    if _record_size(rh.length) > self.capacity:
+                        got = self._consume_stream(False)
+                        if got is None:
+                            continue    # its writer died: that put never returned
+                        return [got]
+                    return self._take(max_messages)
+                if monotonic() >= deadline:
+                    return []
+                if self._spin_until_changed(True, deadline):
+                    continue
+                self._wait(True, deadline)
+        finally:
+            self._unlock()
+
+    cdef object _take(self, Py_ssize_t max_n):
+        """Mutex held; at least one whole ordinary record at head."""
+        cdef list out = []
+        cdef uint64_t pos = self.hdr.head, tail = self.hdr.tail
+        cdef record_header rh
+        cdef Py_ssize_t n = 0
+        cdef object body
+        cdef char* dst
+        while n < max_n and pos < tail:
+            self._copy_out(pos, <char*>&rh, RECORD_HEADER)
+            if _record_size(rh.length) > self.capacity:
+                break
+            if rh.kind & KIND_WRITABLE:
+                body = PyByteArray_FromStringAndSize(NULL, <Py_ssize_t>rh.length)
+                dst = PyByteArray_AS_STRING(body)
+            else:
+                body = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>rh.length)
+                dst = PyBytes_AS_STRING(body)
+            if rh.length >= BIG_COPY:
+                with nogil:
+                    self._copy_out(pos + RECORD_HEADER, dst, rh.length)
+            else:
+                self._copy_out(pos + RECORD_HEADER, dst, rh.length)
+            out.append((rh.kind & ~(<uint32_t>KIND_WRITABLE), body))
+            pos += _record_size(rh.length)
+            n += 1
+        # Copied out: now the records may be overwritten.
+        fastmp_store_release_u64(&self.hdr.head, pos)
+        self.hdr.count -= n
+        self._wake_writers()
+        return out
+
+    cdef object _consume_stream(self, bint discard):
+        """Mutex held.  Receive the streamed message at head (discard=False),
+        or finish discarding an abandoned one (discard=True).  Returns
+        (kind, body), or None when discarding or when the writer died."""
+        cdef record_header rh
+        cdef uint64_t length = 0, padded, off, n, head
+        cdef object body = None
+        cdef char* dst = NULL
+        cdef int w
+        cdef uint32_t kind = 0
+        self.hdr.stream_reader = getpid()
+        if not discard:
+            self._copy_out(self.hdr.head, <char*>&rh, RECORD_HEADER)
+            length = rh.length
+            kind = rh.kind
+            padded = _align8(length)
+            if kind & KIND_WRITABLE:
+                body = PyByteArray_FromStringAndSize(NULL, <Py_ssize_t>length)
+                dst = PyByteArray_AS_STRING(body)
+            else:
+                body = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>length)
+                dst = PyBytes_AS_STRING(body)
+            self.hdr.stream_remaining = padded
+            fastmp_store_release_u64(&self.hdr.head, self.hdr.head + RECORD_HEADER)
+            self.hdr.count -= 1
+            self._wake_writers()
+        else:
+            padded = self.hdr.stream_remaining
+        try:
+            while self.hdr.stream_remaining > 0:
+                n = self.hdr.tail - self.hdr.head
+                if n > 0:
+                    if n > self.hdr.stream_remaining:
+                        n = self.hdr.stream_remaining
+                    head = self.hdr.head
+                    off = padded - self.hdr.stream_remaining
+                    if dst != NULL and off < length:
+                        # Only the stream's reader reads these bytes and the
+                        # writer never overwrites before head moves: copy unlocked.
+                        self._unlock()
+                        with nogil:
+                            self._copy_out(head, dst + off, n if off + n <= length else length - off)
+                        self._lock(False)
+                    fastmp_store_release_u64(&self.hdr.head, head + n)
+                    self.hdr.stream_remaining -= n
+                    self._wake_writers()
+                    continue
+                w = self.hdr.stream_writer
+                if w == STREAM_IDLE or w == STREAM_ABANDONED or not pid_alive(w):
+                    # The writer is gone mid-message (its put never returned):
+                    # the bytes after head are all that stream's; drop them.
+                    fastmp_store_release_u64(&self.hdr.head, self.hdr.tail)
+                    self.hdr.stream_remaining = 0
+                    self.hdr.stream_writer = STREAM_IDLE
+                    self.hdr.stream_reader = STREAM_IDLE
+                    self._wake_writers()
+                    self._wake_readers(True)
+                    return None
+                self._wait(True, INFINITY)
+        except BaseException:
+            # Ctrl-C half-way: hand the rest to whoever reads next, to discard.
+            self.hdr.stream_reader = STREAM_ABANDONED
+            self._wake_readers(True)
+            raise
+        self.hdr.stream_reader = STREAM_IDLE
+        self._wake_readers(True)
+        if discard:
+            return None
+        return (kind & ~(<uint32_t>KIND_WRITABLE), body)
+
+    # -- test support -----------------------------------------------------
+
+    def _acquire_and_keep_lock(self):
+        """Lock the ring and never unlock: lets a test kill a process that
+        holds the lock."""
+        self._lock()

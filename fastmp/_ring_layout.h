@@ -1,0 +1,54 @@
+/* Shared-memory layout of a framed ring (fastmp/_ring.pyx).
+ *
+ * The header sits at offset 0 of the segment, the data area right after it.
+ * Fields that different processes write in the hot path live on separate
+ * 64-byte cache lines: `tail` belongs to writers, `head` to readers, so a
+ * reader spin-polling `tail` does not bounce the line a writer of `head`
+ * is using.  The mutex and each condition variable get their own line too.
+ *
+ * Positions (`head`, `tail`, `stream_start`) are byte counts since creation,
+ * never wrapped: offset in the data area = position % capacity.
+ * Bumping LAYOUT_VERSION is required whenever this struct changes. */
+#ifndef FASTMP_RING_LAYOUT_H
+#define FASTMP_RING_LAYOUT_H
+#include <stdint.h>
+#include <pthread.h>
+
+#define FASTMP_RING_MAGIC 0x474e4952504d5446ULL /* "FTMPRING" little-endian */
+#define FASTMP_RING_LAYOUT_VERSION 1
+
+typedef struct {
+    /* line 0: written once by the creator, read-only afterwards */
+    _Alignas(64) uint64_t magic;
+    uint32_t layout_version;
+    uint32_t header_size;
+    uint64_t capacity;          /* bytes in the data area, multiple of 8 */
+    int64_t maxsize;            /* messages; <= 0: unbounded */
+
+    _Alignas(64) pthread_mutex_t mutex;
+    _Alignas(64) pthread_cond_t not_empty;
+    _Alignas(64) pthread_cond_t not_full;
+
+    /* writer-owned line: end of the published data */
+    _Alignas(64) uint64_t tail;
+    /* reader-owned line: start of the unread data */
+    _Alignas(64) uint64_t head;
+
+    /* bookkeeping: read and written only under the mutex */
+    _Alignas(64) int64_t count;   /* records published and not yet taken */
+    int64_t pending;              /* messages admitted (maxsize) but still in a
+                                     producer's local buffer, not in the ring */
+    int32_t readers_waiting;      /* blocked in not_empty */
+    int32_t writers_waiting;      /* blocked in not_full */
+    /* A message larger than the ring streams through it in chunks.  While
+     * stream_writer != 0 no other writer may append; while stream_reader != 0
+     * no other reader may take.  Values: 0 idle, > 0 owner pid, -1 abandoned
+     * (the owner gave up: Ctrl-C, or it is known to have died). */
+    int32_t stream_writer;
+    int32_t stream_reader;
+    uint64_t stream_start;        /* position of the stream's record header */
+    uint64_t stream_remaining;    /* body bytes (padded) the reader has not consumed */
+    uint64_t closed_readers;      /* reserved for Pipe: count of closed ends */
+} fastmp_ring_header;
+
+#endif

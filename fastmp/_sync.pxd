@@ -1,0 +1,68 @@
+# Process-shared robust mutexes and condition variables, monotonic deadlines,
+# spin-then-block and Ctrl-C-interruptible waits.  Used by every ring.
+
+from libc.stdint cimport int32_t, uint64_t
+
+cdef extern from "<time.h>" nogil:
+    ctypedef long time_t
+    struct timespec:
+        time_t tv_sec
+        long tv_nsec
+    int clock_gettime(int clk, timespec* ts)
+    int CLOCK_MONOTONIC
+    int CLOCK_REALTIME
+
+cdef extern from "<pthread.h>" nogil:
+    ctypedef struct pthread_mutex_t:
+        pass
+    ctypedef struct pthread_mutexattr_t:
+        pass
+    ctypedef struct pthread_cond_t:
+        pass
+    ctypedef struct pthread_condattr_t:
+        pass
+    int PTHREAD_PROCESS_SHARED
+    int PTHREAD_MUTEX_ROBUST
+    int pthread_mutexattr_init(pthread_mutexattr_t*)
+    int pthread_mutexattr_destroy(pthread_mutexattr_t*)
+    int pthread_mutexattr_setpshared(pthread_mutexattr_t*, int)
+    int pthread_mutexattr_setrobust(pthread_mutexattr_t*, int)
+    int pthread_mutex_init(pthread_mutex_t*, const pthread_mutexattr_t*)
+    int pthread_mutex_lock(pthread_mutex_t*)
+    int pthread_mutex_trylock(pthread_mutex_t*)
+    int pthread_mutex_timedlock(pthread_mutex_t*, const timespec*)
+    int pthread_mutex_unlock(pthread_mutex_t*)
+    int pthread_mutex_consistent(pthread_mutex_t*)
+    int pthread_condattr_init(pthread_condattr_t*)
+    int pthread_condattr_destroy(pthread_condattr_t*)
+    int pthread_condattr_setpshared(pthread_condattr_t*, int)
+    int pthread_condattr_setclock(pthread_condattr_t*, int)
+    int pthread_cond_init(pthread_cond_t*, const pthread_condattr_t*)
+    int pthread_cond_timedwait(pthread_cond_t*, pthread_mutex_t*, const timespec*)
+    int pthread_cond_signal(pthread_cond_t*)
+    int pthread_cond_broadcast(pthread_cond_t*)
+
+cdef extern from "_atomics.h" nogil:
+    uint64_t fastmp_load_acquire_u64(const uint64_t* p)
+    void fastmp_store_release_u64(uint64_t* p, uint64_t v)
+    int32_t fastmp_load_relaxed_i32(const int32_t* p)
+    void fastmp_cpu_relax()
+
+# Called with the mutex held after a lock returned EOWNERDEAD: put the shared
+# state back in order before the mutex is marked consistent.
+ctypedef void (*repair_fn)(void* state) noexcept nogil
+
+# How long one blocking wait lasts before the waiter comes back to check for
+# signals (Ctrl-C) and for dead peers.
+cdef double WAIT_SLICE
+
+cdef double monotonic() noexcept nogil
+cdef double deadline_after(object timeout, bint block) except? -1.0
+cdef bint pid_alive(int pid) noexcept nogil
+
+cdef int mutex_init(pthread_mutex_t* m) except -1
+cdef int cond_init(pthread_cond_t* c) except -1
+cdef int mutex_acquire(pthread_mutex_t* m, repair_fn repair, void* state) except -1
+cdef void mutex_release(pthread_mutex_t* m) noexcept nogil
+cdef int cond_wait_slice(pthread_cond_t* c, pthread_mutex_t* m, double deadline,
+                         repair_fn repair, void* state) noexcept nogil

@@ -1,0 +1,251 @@
+"""fastmp.Queue: multiprocessing.Queue's API over a shared-memory ring.
+
+Where multiprocessing.Queue pickles in a feeder thread and pushes bytes
+through a pipe, fastmp.Queue pickles in the caller and copies the bytes
+straight into a ring in shared memory (fastmp._ring.FramedRing).  A put is
+visible to getters the moment it returns.
+
+The feeder thread survives only as a safety valve for the standard library's
+promise that put() on a queue that is not full never blocks: if the ring has
+no room for ROOM_WAIT seconds (nobody is reading), the message is admitted
+against maxsize and buffered in this process, and a feeder thread moves it
+into the ring when room appears.  Later puts from this process queue up
+behind it, so each producer's messages stay in order.  As in the standard
+library, a process joins its feeder at exit until its buffer is flushed,
+unless cancel_join_thread() was called.
+"""
+
+import collections
+import os
+import threading
+import types
+import weakref
+from multiprocessing import context as _mp_context
+from multiprocessing.util import Finalize, register_after_fork
+from queue import Empty, Full
+
+from fastmp._message import decode, detach, encode
+from fastmp._ring import PUT_ADMITTED_ as _ADMITTED
+from fastmp._ring import PUT_FULL_ as _FULL
+from fastmp._ring import FramedRing
+
+__all__ = ["Queue", "DEFAULT_CAPACITY"]
+
+#: Default ring size in bytes.  A message larger than the ring still goes
+#: through (it streams, in chunks, while a reader drains it).
+DEFAULT_CAPACITY = 1 << 20
+
+#: How long a blocking put waits for room in the ring before it buffers the
+#: message in this process instead (see the module docstring).
+ROOM_WAIT = 0.1
+
+#: faster-fifo's default for max_messages_to_get.
+_MANY = 1_000_000_000
+
+
+def _check_maxsize(maxsize):
+    if not isinstance(maxsize, int):
+        raise TypeError(f"maxsize must be an int, not {type(maxsize).__name__}")
+
+
+class Queue:
+    """A process-shared FIFO queue, API-compatible with multiprocessing.Queue.
+
+    ``maxsize`` bounds the number of messages (<= 0: unbounded, as in the
+    standard library).  ``capacity`` is the size in bytes of the shared ring
+    that carries them (default 1 MiB); bigger messages still travel, streamed
+    through the ring while a consumer reads them.
+
+    Extras, compatible with faster-fifo: ``put_many``, ``get_many``,
+    ``put_many_nowait``, ``get_many_nowait``.  Unlike faster-fifo,
+    ``timeout=None`` blocks forever, as in the standard library.
+    """
+
+    __class_getitem__ = classmethod(types.GenericAlias)
+
+    def __init__(self, maxsize=0, *, capacity=DEFAULT_CAPACITY, ctx=None):
+        _check_maxsize(maxsize)
+        if not isinstance(capacity, int):
+            raise TypeError(f"capacity must be an int (bytes), not {type(capacity).__name__}")
+        self._maxsize = maxsize if maxsize > 0 else 0
+        self._ring = FramedRing(capacity, self._maxsize)
+        self._reset()
+        register_after_fork(self, Queue._after_fork)
+
+    # -- sharing with child processes ------------------------------------
+
+    def __getstate__(self):
+        _mp_context.assert_spawning(self)
+        return (self._ring, self._maxsize)
+
+    def __setstate__(self, state):
+        self._ring, self._maxsize = state
+        self._reset()
+
+    def _after_fork(self):
+        # The parent's buffered messages belong to the parent's feeder.
+        self._reset()
+
+    def _reset(self):
+        self._notempty = threading.Condition(threading.Lock())
+        self._buffer = collections.deque()
+        self._unflushed = 0  # messages buffered or being written by the feeder
+        self._thread = None
+        self._jointhread = None
+        self._joincancelled = False
+        self._closed = False
+        self._close = None
+
+    # -- the standard library's API -----------------------------------------
+
+    def put(self, obj, block=True, timeout=None):
+        if self._closed:
+            raise ValueError(f"Queue {self!r} is closed")
+        self._put_encoded([encode(obj)], block, timeout)
+
+    def get(self, block=True, timeout=None):
+        if self._closed:
+            raise ValueError(f"Queue {self!r} is closed")
+        record = self._ring.get(block, timeout)
+        if record is None:
+            raise Empty
+        return decode(*record)
+
+    def put_nowait(self, obj):
+        return self.put(obj, False)
+
+    def get_nowait(self):
+        return self.get(False)
+
+    def qsize(self):
+        """Approximate number of messages in the queue, including those a
+        producer admitted but still buffers."""
+        return self._ring.count + self._ring.pending
+
+    def empty(self):
+        return self._ring.count <= 0
+
+    def full(self):
+        return self._maxsize > 0 and self._ring.count + self._ring.pending >= self._maxsize
+
+    def close(self):
+        """No more put/get from this process.  Messages already put are not
+        lost: buffered ones are still flushed by the feeder thread."""
+        self._closed = True
+        close = self._close
+        if close:
+            self._close = None
+            close()
+
+    def join_thread(self):
+        assert self._closed, f"Queue {self!r} not closed"
+        if self._jointhread:
+            self._jointhread()
+
+    def cancel_join_thread(self):
+        self._joincancelled = True
+        try:
+            self._jointhread.cancel()
+        except AttributeError:
+            pass
+
+    # -- batches (faster-fifo compatible) -----------------------------------
+
+    def put_many(self, xs, block=True, timeout=None):
+        """Put every object of `xs`, all or nothing, under one lock.
+        Raises Full (nothing put) if the batch does not fit before the
+        timeout, ValueError if it can never fit (more than maxsize messages,
+        or more bytes than the ring's capacity)."""
+        if self._closed:
+            raise ValueError(f"Queue {self!r} is closed")
+        records = [encode(obj) for obj in xs]
+        if records:
+            self._put_encoded(records, block, timeout)
+
+    def put_many_nowait(self, xs):
+        return self.put_many(xs, False)
+
+    def get_many(self, block=True, timeout=None, max_messages_to_get=_MANY):
+        """Up to `max_messages_to_get` messages taken under one lock, as a
+        list; raises Empty if there are none before the timeout."""
+        if self._closed:
+            raise ValueError(f"Queue {self!r} is closed")
+        records = self._ring.get_many(max_messages_to_get, block, timeout)
+        if not records:
+            raise Empty
+        return [decode(kind, body) for kind, body in records]
+
+    def get_many_nowait(self, max_messages_to_get=_MANY):
+        return self.get_many(False, max_messages_to_get=max_messages_to_get)
+
+    # -- internals ------------------------------------------------------------
+
+    def _put_encoded(self, records, block, timeout):
+        ring = self._ring
+        if self._unflushed:
+            # Earlier messages of this process are still buffered: stay behind them.
+            status = ring.admit(len(records), block, timeout)
+        else:
+            status = ring.put_many(records, block, timeout, ROOM_WAIT if block else 0.0)
+        if status == _FULL:
+            raise Full
+        if status == _ADMITTED:
+            self._buffer_admitted(records)
+
+    def _buffer_admitted(self, records):
+        with self._notempty:
+            if self._thread is None:
+                self._start_thread()
+            self._buffer.extend(detach(kind, body) for kind, body in records)
+            self._unflushed += len(records)
+            self._notempty.notify()
+
+    def _start_thread(self):
+        self._thread = threading.Thread(
+            target=Queue._feed, args=(weakref.ref(self), self._ring, self._buffer, self._notempty),
+            name="fastmp-QueueFeederThread", daemon=True)
+        self._thread.start()
+        if not self._joincancelled:
+            self._jointhread = Finalize(self._thread, Queue._finalize_join,
+                                        [weakref.ref(self._thread)], exitpriority=-5)
+        self._close = Finalize(self, Queue._finalize_close, [self._buffer, self._notempty],
+                               exitpriority=10)
+
+    @staticmethod
+    def _finalize_join(twr):
+        thread = twr()
+        if thread is not None:
+            thread.join()
+
+    @staticmethod
+    def _finalize_close(buffer, notempty):
+        with notempty:
+            buffer.append(_SENTINEL)
+            notempty.notify()
+
+    @staticmethod
+    def _feed(queue_ref, ring, buffer, notempty):
+        while True:
+            with notempty:
+                while not buffer:
+                    notempty.wait()
+                batch = []
+                stop = False
+                while buffer and len(batch) < 4096:
+                    record = buffer.popleft()
+                    if record is _SENTINEL:
+                        stop = True
+                        break
+                    batch.append(record)
+            if batch:
+                ring.put_admitted(batch)
+                queue = queue_ref()
+                if queue is not None:
+                    with notempty:
+                        queue._unflushed -= len(batch)
+                del queue
+            if stop and not buffer:
+                return
+
+
+_SENTINEL = object()
