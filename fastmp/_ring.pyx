@@ -26,7 +26,7 @@ A record may wrap the end of the data area; it is then copied in two pieces.
   `maxsize` but still buffered in a producer) implement maxsize.  After a
   process dies holding the mutex, `count` is recomputed from the records.
 
-Blocking: spin about SPIN_SECONDS polling `tail` (readers) or `head`
+Blocking: spin (set_spin_seconds, 20 us by default) polling `tail` (readers) or `head`
 (writers) without the lock, then sleep on a condition variable in slices;
 waiter counts let the other side skip the wake-up call when nobody sleeps.
 """
@@ -62,11 +62,29 @@ cdef enum:
     STREAM_IDLE = 0
     STREAM_ABANDONED = -1
 
-# How long a waiter polls before it sleeps.  ~2 us: a peer that answers in
-# that time gives sub-microsecond hand-offs; a longer spin only burns the
-# other process's core on this 2-core machine.
-SPIN_SECONDS = 2e-6
-cdef double _spin_seconds = 2e-6
+# How long a waiter polls before it sleeps.  A sleep and its wake-up cost
+# ~6-7 us each way here (condvar, futex, pipe alike), so a waiter whose peer
+# answers while it still polls saves both.  A C peer answers within ~1-2 us,
+# but a Python peer needs a few microseconds of interpreter time to turn a
+# message around: measured ping-pong between two processes gave p50 14 us
+# with a 2 us spin, 1.0 us with 10-20 us, and 20 us also brought p99 from
+# ~30-50 us to ~3 us.  The spin is bounded, so a slow peer costs at most
+# 20 us of CPU per blocking call before the waiter sleeps.
+cdef double _spin_seconds = 20e-6
+
+
+def get_spin_seconds():
+    """How long a blocked get/put polls before it sleeps (seconds)."""
+    return _spin_seconds
+
+
+def set_spin_seconds(double seconds):
+    """Trade CPU for latency: 0 never spins; larger values keep a waiter
+    polling longer before it sleeps (each sleep/wake costs ~6-7 us here)."""
+    global _spin_seconds
+    if not 0 <= seconds <= 0.01:
+        raise ValueError(f"spin time must be between 0 and 0.01 s, got {seconds}")
+    _spin_seconds = seconds
 
 PUT_WRITTEN_ = PUT_WRITTEN
 PUT_ADMITTED_ = PUT_ADMITTED
