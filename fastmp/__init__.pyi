@@ -1,0 +1,44 @@
+"""Type stubs for fastmp: Queue is fastmp's own; the rest is multiprocessing's."""
+from multiprocessing import (
+    Array as Array,
+    AuthenticationError as AuthenticationError,
+    Barrier as Barrier,
+    BoundedSemaphore as BoundedSemaphore,
+    BufferTooShort as BufferTooShort,
+    Condition as Condition,
+    Event as Event,
+    JoinableQueue as JoinableQueue,
+    Lock as Lock,
+    Manager as Manager,
+    Pipe as Pipe,
+    Pool as Pool,
+    Process as Process,
+    ProcessError as ProcessError,
+    RLock as RLock,
+    RawArray as RawArray,
+    RawValue as RawValue,
+    Semaphore as Semaphore,
+    SimpleQueue as SimpleQueue,
+    TimeoutError as TimeoutError,
+    Value as Value,
+    active_children as active_children,
+    allow_connection_pickling as allow_connection_pickling,
+    cpu_count as cpu_count,
+    current_process as current_process,
+    freeze_support as freeze_support,
+    get_all_start_methods as get_all_start_methods,
+    get_context as get_context,
+    get_logger as get_logger,
+    get_start_method as get_start_method,
+    log_to_stderr as log_to_stderr,
+    parent_process as parent_process,
+    reducer as reducer,
+    set_executable as set_executable,
+    set_forkserver_preload as set_forkserver_preload,
+    set_start_method as set_start_method,
+)
+
+from fastmp.queues import Queue as Queue
+
+__version__: str
+__all__: list[str]
