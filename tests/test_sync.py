@@ -1,0 +1,99 @@
+"""Waiting: the GIL is released, Ctrl-C interrupts, deadlines are honoured."""
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import fastmp
+
+pytestmark = pytest.mark.timeout(60)
+
+_BLOCKED_CALLS = {
+    "get": "q = fastmp.Queue(); print('ready', flush=True); q.get()",
+    "get_many": "q = fastmp.Queue(); print('ready', flush=True); q.get_many()",
+    "put_full": "q = fastmp.Queue(1); q.put(1); print('ready', flush=True); q.put(2)",
+    # A message larger than the ring, nobody reading, and no fallback to the
+    # producer's buffer: the put waits inside the stream for a reader.
+    "put_stream": ("import fastmp.queues; fastmp.queues.ROOM_WAIT = 1e9; "
+                   "q = fastmp.Queue(capacity=4096); print('ready', flush=True); q.put(b'x' * 100000)"),
+}
+
+
+def _wait_until_sleeping(pid):
+    """Return once the process sits in a blocking wait (state S), so the
+    signal lands in fastmp's wait, not before it."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/stat") as stat:
+            state = stat.read().rsplit(")", 1)[1].split()[0]
+        if state == "S":
+            return
+        time.sleep(0.005)
+    raise AssertionError("the child never blocked")
+
+
+@pytest.mark.parametrize("call", sorted(_BLOCKED_CALLS))
+def test_ctrl_c_interrupts_a_blocked_call_promptly(call):
+    code = "import fastmp\n" + _BLOCKED_CALLS[call]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        _wait_until_sleeping(child.pid)
+        sent = time.monotonic()
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=10)
+        elapsed = time.monotonic() - sent
+    finally:
+        child.kill()
+        child.wait()
+    assert "KeyboardInterrupt" in err
+    assert child.returncode != 0
+    assert elapsed < 2.0
+
+
+def test_waiting_releases_the_gil():
+    q = fastmp.Queue()
+    waiter = threading.Thread(target=q.get)
+    waiter.start()
+    # While the other thread waits forever in get(), this one keeps running.
+    deadline = time.monotonic() + 0.3
+    spins = 0
+    while time.monotonic() < deadline:
+        spins += 1
+    assert spins > 10_000
+    q.put("wake up")
+    waiter.join(5)
+    assert not waiter.is_alive()
+
+
+@pytest.mark.parametrize("timeout", [0.05, 0.3])
+def test_get_deadline_is_honoured(timeout):
+    q = fastmp.Queue()
+    start = time.monotonic()
+    with pytest.raises(fastmp.queues.Empty):
+        q.get(timeout=timeout)
+    elapsed = time.monotonic() - start
+    assert timeout <= elapsed < timeout + 1.0
+
+
+def test_blocked_getter_wakes_when_a_message_arrives():
+    q = fastmp.Queue()
+    got = []
+    started = threading.Event()
+
+    def getter():
+        started.set()
+        got.append(q.get(timeout=30))
+
+    thread = threading.Thread(target=getter)
+    thread.start()
+    started.wait()
+    q.put("hello")
+    thread.join(10)
+    assert got == ["hello"]
