@@ -37,11 +37,13 @@ def _wait_until_sleeping(pid):
 
 
 @pytest.mark.parametrize("call", sorted(_BLOCKED_CALLS))
-def test_ctrl_c_interrupts_a_blocked_call_promptly(call):
+def test_ctrl_c_interrupts_a_blocked_call_promptly(call, tmp_path):
     code = "import fastmp\n" + _BLOCKED_CALLS[call]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    # The child imports the same fastmp as this process; it runs elsewhere so
+    # that a source checkout in the working directory cannot shadow it.
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env=env)
+                             stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
     try:
         assert child.stdout.readline().strip() == "ready"
         _wait_until_sleeping(child.pid)
