@@ -100,11 +100,11 @@ def encode(obj):
     if type(obj) is bytes:
         return KIND_BYTES, obj
     encoder = getattr(_local, "encoder", None)
-    if encoder is None or encoder.busy or encoder.reducers != _reducer_generation():
-        # busy: an object's __reduce__ is itself putting into a queue.
+    if encoder is None or encoder.reducers != _reducer_generation():
+        encoder = _local.encoder = _Encoder()
+    elif encoder.busy:
+        # Re-entered: an object's __reduce__ is itself putting into a queue.
         encoder = _Encoder()
-        if getattr(_local, "encoder", None) is None or not _local.encoder.busy:
-            _local.encoder = encoder
     try:
         return encoder.encode(obj)
     except BaseException:

@@ -317,8 +317,12 @@ cdef class FramedRing:
 
     cdef int _spin_until_changed(self, bint for_readers, double deadline) except -1:
         """Mutex held on entry and exit.  Drop it and poll the position the
-        other side moves (tail for readers, head for writers) for a couple
-        of microseconds.  Returns 1 if it moved."""
+        other side moves (tail for readers, head for writers) for up to the
+        spin time.  Returns 1 if it moved while polling.
+
+        Whatever it returns, the caller must re-check its condition under the
+        lock before it sleeps: the other side may publish after the last poll,
+        and it signals only waiters it can see (registered under the lock)."""
         cdef uint64_t* watched = &self.hdr.tail if for_readers else &self.hdr.head
         cdef uint64_t seen = watched[0]
         cdef double until
@@ -447,7 +451,7 @@ cdef class FramedRing:
         cdef Py_ssize_t k = len(bodies)
         cdef uint64_t pos, length
         cdef record_header rh
-        cdef bint counted
+        cdef bint counted, spun = False
         cdef double now
         cdef const char* src
         cdef _Body parts
@@ -469,7 +473,10 @@ cdef class FramedRing:
                     return PUT_ADMITTED
                 if not counted and now >= deadline:
                     return PUT_FULL
-                if self._spin_until_changed(False, deadline if not counted else room_deadline):
+                if not spun:
+                    # Poll once per call, then re-check under the lock.
+                    spun = True
+                    self._spin_until_changed(False, deadline if not counted else room_deadline)
                     continue
                 self._wait(False, deadline if not counted else room_deadline)
             # Copy the whole batch beyond tail, then publish it with one store.
@@ -643,6 +650,7 @@ cdef class FramedRing:
         cdef double deadline = deadline_after(timeout, block)
         cdef record_header rh
         cdef int r
+        cdef bint spun = False
         cdef object got
         if max_messages < 1:
             raise ValueError(f"max_messages_to_get must be at least 1, got {max_messages}")
@@ -666,7 +674,10 @@ cdef class FramedRing:
                     return self._take(max_messages)
                 if monotonic() >= deadline:
                     return []
-                if self._spin_until_changed(True, deadline):
+                if not spun:
+                    # Poll once per call, then re-check under the lock.
+                    spun = True
+                    self._spin_until_changed(True, deadline)
                     continue
                 self._wait(True, deadline)
         finally:
@@ -714,23 +725,26 @@ cdef class FramedRing:
         cdef char* dst = NULL
         cdef int w
         cdef uint32_t kind = 0
-        self.hdr.stream_reader = getpid()
         if not discard:
             self._copy_out(self.hdr.head, <char*>&rh, RECORD_HEADER)
             length = rh.length
             kind = rh.kind
             padded = _align8(length)
+            # Allocate before claiming the stream: a MemoryError here leaves
+            # the message where it is and the ring untouched.
             if kind & KIND_WRITABLE:
                 body = PyByteArray_FromStringAndSize(NULL, <Py_ssize_t>length)
                 dst = PyByteArray_AS_STRING(body)
             else:
                 body = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>length)
                 dst = PyBytes_AS_STRING(body)
+            self.hdr.stream_reader = getpid()
             self.hdr.stream_remaining = padded
             fastmp_store_release_u64(&self.hdr.head, self.hdr.head + RECORD_HEADER)
             self.hdr.count -= 1
             self._wake_writers()
         else:
+            self.hdr.stream_reader = getpid()
             padded = self.hdr.stream_remaining
         try:
             while self.hdr.stream_remaining > 0:
