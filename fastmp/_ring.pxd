@@ -38,6 +38,11 @@ cdef enum:
                         # keeps it and hands it to put_admitted() later
     PUT_FULL = 2        # maxsize reached and the deadline passed
 
+cdef struct record_header:
+    uint64_t length
+    uint32_t kind
+    uint32_t reserved
+
 cdef class FramedRing:
     cdef readonly Segment segment
     cdef fastmp_ring_header* hdr
@@ -54,7 +59,12 @@ cdef class FramedRing:
     cdef int _spin_until_changed(self, bint for_readers, double deadline) except -1
     cdef void _wake_readers(self, bint everyone) noexcept nogil
     cdef void _wake_writers(self) noexcept nogil
+    cdef object _get(self, Py_ssize_t max_messages, double deadline)
     cdef object _take(self, Py_ssize_t max_n)
+    cdef object _take_one(self, record_header* rh)
+    cdef object _copy_body(self, uint64_t pos, record_header* rh)
+    cdef int _put_records(self, list bodies, uint64_t need, int mode, double deadline,
+                          double room_wait) except -1
     cdef object _consume_stream(self, bint discard)
     cdef bint _clear_dead_stream_writer(self) noexcept nogil
     cdef bint _count_allows(self, Py_ssize_t k, bint admitted) noexcept nogil

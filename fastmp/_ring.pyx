@@ -93,10 +93,14 @@ PUT_FULL_ = PUT_FULL
 HEADER_SIZE = sizeof(fastmp_ring_header)
 
 
-cdef struct record_header:
-    uint64_t length
-    uint32_t kind
-    uint32_t reserved
+cdef enum:
+    MODE_PUT = 0
+    MODE_ADMITTED = 1
+    MODE_ADMIT_ONLY = 2
+
+
+cdef inline double _room_deadline(double room_wait) noexcept nogil:
+    return monotonic() + room_wait if room_wait < INFINITY else INFINITY
 
 
 cdef inline uint64_t _align8(uint64_t n) noexcept nogil:
@@ -371,14 +375,19 @@ cdef class FramedRing:
         """Write one message.  Returns PUT_WRITTEN, PUT_ADMITTED (maxsize let it
         in but the ring had no room within `room_wait` seconds: the caller
         keeps it and passes it to put_admitted later) or PUT_FULL."""
-        return self.put_many(((kind, body),), block, timeout, room_wait)
+        cdef double deadline = deadline_after(timeout, block)
+        body = _as_body(body)
+        cdef uint64_t length = _body_length(body)
+        if _record_size(length) > self.capacity:
+            return self._put_stream(kind, body, length, False, deadline, _room_deadline(room_wait))
+        return self._put_records([(kind, body, length)], _record_size(length), MODE_PUT,
+                                 deadline, room_wait)
 
     def put_many(self, records, bint block=True, object timeout=None,
                  double room_wait=INFINITY):
         """Write a batch of (kind, body) records, all or nothing, under one lock.
         `body` is bytes or a list of contiguous buffers to concatenate."""
         cdef double deadline = deadline_after(timeout, block)
-        cdef double room_deadline = monotonic() + room_wait if room_wait < INFINITY else INFINITY
         cdef list bodies = []
         cdef uint64_t need = 0, length
         cdef Py_ssize_t k
@@ -395,12 +404,12 @@ cdef class FramedRing:
         if need > self.capacity:
             if k == 1:
                 kind, body, length = bodies[0]
-                return self._put_stream(kind, body, length, False, deadline, room_deadline)
+                return self._put_stream(kind, body, length, False, deadline, _room_deadline(room_wait))
             raise ValueError(
                 f"a batch of {k} messages takes {need} bytes, more than the ring's capacity of "
                 f"{self.capacity} bytes: send fewer messages per batch or create the queue with "
                 f"a larger capacity")
-        return self._put_records(bodies, need, False, deadline, room_deadline)
+        return self._put_records(bodies, need, MODE_PUT, deadline, room_wait)
 
     def put_admitted(self, records):
         """Write records that put/put_many answered PUT_ADMITTED for, in order.
@@ -413,7 +422,7 @@ cdef class FramedRing:
             length = _body_length(body)
             size = _record_size(length)
             if group and need + size > self.capacity:
-                self._put_records(group, need, True, INFINITY, INFINITY)
+                self._put_records(group, need, MODE_ADMITTED, INFINITY, INFINITY)
                 group = []
                 need = 0
             if size > self.capacity:
@@ -422,7 +431,7 @@ cdef class FramedRing:
             group.append((kind, body, length))
             need += size
         if group:
-            self._put_records(group, need, True, INFINITY, INFINITY)
+            self._put_records(group, need, MODE_ADMITTED, INFINITY, INFINITY)
 
     def release_admitted(self, Py_ssize_t k):
         """Forget k admitted messages that will never be written (a producer
@@ -442,24 +451,28 @@ cdef class FramedRing:
         or PUT_FULL: for a producer that must keep buffering to stay in order."""
         if self.maxsize > 0 and k > self.maxsize:
             raise ValueError(f"a batch of {k} messages can never fit a queue of maxsize {self.maxsize}")
-        return self._put_records([None] * k, 0, False, deadline_after(timeout, block), 0.0)
+        return self._put_records([None] * k, 0, MODE_ADMIT_ONLY, deadline_after(timeout, block), 0.0)
 
-    def _put_records(self, list bodies, uint64_t need, bint admitted, double deadline,
-                     double room_deadline):
-        """bodies: (kind, body, length) triples.  room_deadline 0 with admitted
-        False: only admit (see admit())."""
+    cdef int _put_records(self, list bodies, uint64_t need, int mode, double deadline,
+                          double room_wait) except -1:
+        """bodies: (kind, body, length) triples, `need` bytes in all.
+        MODE_PUT: wait up to `deadline` for maxsize to admit them, then up to
+        `room_wait` seconds for room, else admit them only (PUT_ADMITTED).
+        MODE_ADMITTED: already admitted; wait for room as long as it takes.
+        MODE_ADMIT_ONLY: count them against maxsize, write nothing."""
         cdef Py_ssize_t k = len(bodies)
         cdef uint64_t pos, length
         cdef record_header rh
+        cdef bint admitted = mode == MODE_ADMITTED
         cdef bint counted, spun = False
-        cdef double now
+        cdef double now, room_deadline = -1.0, wait_until
         cdef const char* src
         cdef _Body parts
         self._lock()
         try:
             while True:
                 counted = self._count_allows(k, admitted)
-                if counted and room_deadline == 0.0 and not admitted:
+                if counted and mode == MODE_ADMIT_ONLY:
                     self.hdr.pending += k
                     return PUT_ADMITTED
                 if counted and self.hdr.stream_writer == STREAM_IDLE and \
@@ -468,17 +481,22 @@ cdef class FramedRing:
                 if self.hdr.stream_writer != STREAM_IDLE:
                     self._clear_dead_stream_writer()
                 now = monotonic()
+                if room_deadline < 0:
+                    # Measured from the first time there is no room: the
+                    # common, uncontended put never reads the clock.
+                    room_deadline = now + room_wait if room_wait < INFINITY else INFINITY
                 if counted and now >= room_deadline:
                     self.hdr.pending += k
                     return PUT_ADMITTED
                 if not counted and now >= deadline:
                     return PUT_FULL
+                wait_until = room_deadline if counted else deadline
                 if not spun:
                     # Poll once per call, then re-check under the lock.
                     spun = True
-                    self._spin_until_changed(False, deadline if not counted else room_deadline)
+                    self._spin_until_changed(False, wait_until)
                     continue
-                self._wait(False, deadline if not counted else room_deadline)
+                self._wait(False, wait_until)
             # Copy the whole batch beyond tail, then publish it with one store.
             pos = self.hdr.tail
             rh.reserved = 0
@@ -641,19 +659,25 @@ cdef class FramedRing:
 
     def get(self, bint block=True, object timeout=None):
         """Take one message: (kind, body), or None if the deadline passed."""
-        out = self.get_many(1, block, timeout)
-        return out[0] if out else None
+        return self._get(1, deadline_after(timeout, block))
 
     def get_many(self, Py_ssize_t max_messages, bint block=True, object timeout=None):
         """Take up to `max_messages` messages under one lock; [] on timeout.
         A streamed message always comes alone."""
-        cdef double deadline = deadline_after(timeout, block)
+        if max_messages < 1:
+            raise ValueError(f"max_messages_to_get must be at least 1, got {max_messages}")
+        out = self._get(max_messages, deadline_after(timeout, block))
+        if out is None:
+            return []
+        return [out] if type(out) is tuple else out
+
+    cdef object _get(self, Py_ssize_t max_messages, double deadline):
+        """One (kind, body) tuple when max_messages is 1, else a list of them,
+        or None when the deadline passed (a streamed message: a tuple)."""
         cdef record_header rh
         cdef int r
         cdef bint spun = False
         cdef object got
-        if max_messages < 1:
-            raise ValueError(f"max_messages_to_get must be at least 1, got {max_messages}")
         self._lock()
         try:
             while True:
@@ -670,10 +694,12 @@ cdef class FramedRing:
                         got = self._consume_stream(False)
                         if got is None:
                             continue    # its writer died: that put never returned
-                        return [got]
+                        return got
+                    if max_messages == 1:
+                        return self._take_one(&rh)
                     return self._take(max_messages)
                 if monotonic() >= deadline:
-                    return []
+                    return None
                 if not spun:
                     # Poll once per call, then re-check under the lock.
                     spun = True
@@ -683,30 +709,44 @@ cdef class FramedRing:
         finally:
             self._unlock()
 
+    cdef object _take_one(self, record_header* rh):
+        """Mutex held; the ordinary record `rh` is at head."""
+        cdef uint64_t pos = self.hdr.head
+        cdef object body = self._copy_body(pos, rh)
+        fastmp_store_release_u64(&self.hdr.head, pos + _record_size(rh.length))
+        self.hdr.count -= 1
+        self._wake_writers()
+        return (rh.kind & ~(<uint32_t>KIND_WRITABLE), body)
+
+    cdef object _copy_body(self, uint64_t pos, record_header* rh):
+        """A new bytes (or bytearray for writable kinds) holding the body of
+        the record at `pos`."""
+        cdef object body
+        cdef char* dst
+        if rh.kind & KIND_WRITABLE:
+            body = PyByteArray_FromStringAndSize(NULL, <Py_ssize_t>rh.length)
+            dst = PyByteArray_AS_STRING(body)
+        else:
+            body = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>rh.length)
+            dst = PyBytes_AS_STRING(body)
+        if rh.length >= BIG_COPY:
+            with nogil:
+                self._copy_out(pos + RECORD_HEADER, dst, rh.length)
+        else:
+            self._copy_out(pos + RECORD_HEADER, dst, rh.length)
+        return body
+
     cdef object _take(self, Py_ssize_t max_n):
         """Mutex held; at least one whole ordinary record at head."""
         cdef list out = []
         cdef uint64_t pos = self.hdr.head, tail = self.hdr.tail
         cdef record_header rh
         cdef Py_ssize_t n = 0
-        cdef object body
-        cdef char* dst
         while n < max_n and pos < tail:
             self._copy_out(pos, <char*>&rh, RECORD_HEADER)
             if _record_size(rh.length) > self.capacity:
                 break
-            if rh.kind & KIND_WRITABLE:
-                body = PyByteArray_FromStringAndSize(NULL, <Py_ssize_t>rh.length)
-                dst = PyByteArray_AS_STRING(body)
-            else:
-                body = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>rh.length)
-                dst = PyBytes_AS_STRING(body)
-            if rh.length >= BIG_COPY:
-                with nogil:
-                    self._copy_out(pos + RECORD_HEADER, dst, rh.length)
-            else:
-                self._copy_out(pos + RECORD_HEADER, dst, rh.length)
-            out.append((rh.kind & ~(<uint32_t>KIND_WRITABLE), body))
+            out.append((rh.kind & ~(<uint32_t>KIND_WRITABLE), self._copy_body(pos, &rh)))
             pos += _record_size(rh.length)
             n += 1
         # Copied out: now the records may be overwritten.

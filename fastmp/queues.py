@@ -24,7 +24,7 @@ from multiprocessing import context as _mp_context
 from multiprocessing.util import Finalize, register_after_fork
 from queue import Empty, Full
 
-from fastmp._message import decode, detach, encode
+from fastmp._message import KIND_BYTES, decode, detach, encode
 from fastmp._ring import PUT_ADMITTED_ as _ADMITTED
 from fastmp._ring import PUT_FULL_ as _FULL
 from fastmp._ring import FramedRing
@@ -101,7 +101,12 @@ class Queue:
     def put(self, obj, block=True, timeout=None):
         if self._closed:
             raise ValueError(f"Queue {self!r} is closed")
-        self._put_encoded([encode(obj)], block, timeout)
+        kind, body = encode(obj)
+        if self._unflushed:
+            return self._put_encoded([(kind, body)], block, timeout)
+        status = self._ring.put(kind, body, block, timeout, ROOM_WAIT if block else 0.0)
+        if status:
+            self._after_put(status, [(kind, body)])
 
     def get(self, block=True, timeout=None):
         if self._closed:
@@ -109,7 +114,10 @@ class Queue:
         record = self._ring.get(block, timeout)
         if record is None:
             raise Empty
-        return decode(*record)
+        kind, body = record
+        if kind == KIND_BYTES:
+            return body
+        return decode(kind, body)
 
     def put_nowait(self, obj):
         return self.put(obj, False)
@@ -187,6 +195,10 @@ class Queue:
             status = ring.admit(len(records), block, timeout)
         else:
             status = ring.put_many(records, block, timeout, ROOM_WAIT if block else 0.0)
+        if status:
+            self._after_put(status, records)
+
+    def _after_put(self, status, records):
         if status == _FULL:
             raise Full
         if status == _ADMITTED:

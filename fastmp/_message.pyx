@@ -1,9 +1,12 @@
+# cython: boundscheck=True, wraparound=True, cdivision=False
+# (Python-object code: keep Python's indexing and modulo semantics here.)
 """How Python objects become ring records and back.
 
 * exact `bytes` travel as they are (no pickle): KIND_BYTES;
 * everything else is pickled with multiprocessing's ForkingPickler (so its
   reducers for Connections, sockets, methods and partials apply), protocol 5;
-* protocol-5 out-of-band buffers (NumPy arrays, bytearrays, PickleBuffers)
+* protocol-5 out-of-band buffers (NumPy arrays, pickle.PickleBuffer objects;
+  plain bytearrays are pickled in-band by pickle itself)
   are not copied into the pickle: the record lists the pickle and each buffer
   as separate parts, and the ring copies each part straight from the object's
   memory (one copy on each side, none in between).  On the way out the
@@ -15,7 +18,6 @@ Layout of a KIND_PICKLE_OOB body (all offsets 8-byte aligned):
     [pickle][pad][buffer 1][pad]...[buffer n]
 """
 
-import io
 import pickle
 import struct
 import threading
@@ -24,10 +26,15 @@ from multiprocessing.reduction import ForkingPickler
 
 __all__ = ["KIND_BYTES", "KIND_PICKLE", "KIND_PICKLE_OOB", "encode", "decode", "detach"]
 
-KIND_BYTES = 1
-KIND_PICKLE = 2
-KIND_PICKLE_OOB = 3
-_WRITABLE = 0x100  # the ring hands such bodies back as a bytearray
+cdef enum:
+    _KIND_BYTES = 1
+    _KIND_PICKLE = 2
+    _KIND_PICKLE_OOB = 3
+    _WRITABLE = 0x100  # the ring hands such bodies back as a bytearray
+
+KIND_BYTES = _KIND_BYTES
+KIND_PICKLE = _KIND_PICKLE
+KIND_PICKLE_OOB = _KIND_PICKLE_OOB
 
 _PADDING = [b"\0" * n for n in range(8)]
 
@@ -42,21 +49,36 @@ class _Pickler(ForkingPickler):
         self.dispatch_table.update(self._extra_reducers)
 
 
-def _reducer_generation():
-    return len(ForkingPickler._extra_reducers) + len(ForkingPickler._copyreg_dispatch_table)
+class _Sink:
+    """The pickler's output file: it collects what the pickler writes (a
+    small object arrives in one write at the end of dump), with none of
+    BytesIO's seek/truncate/getvalue calls per message."""
+
+    __slots__ = ("write",)
 
 
-class _Encoder:
-    """A ForkingPickler kept per thread: building one costs ~1 us, more than
+cdef class _Encoder:
+    """A pickler kept per thread: building one costs ~1 us, more than
     pickling a small tuple, so it is reused (memo cleared between objects)."""
 
+    cdef list chunks
+    cdef list buffers
+    cdef object dump
+    cdef object clear_memo
+    cdef Py_ssize_t generation
+    cdef bint busy
+
     def __init__(self):
-        self.stream = io.BytesIO()
+        self.chunks = []
         self.buffers = []
-        self.pickler = _Pickler(self.stream, self._take_buffer)
+        sink = _Sink()
+        sink.write = self.chunks.append
+        pickler = _Pickler(sink, self._take_buffer)
+        self.dump = pickler.dump
+        self.clear_memo = pickler.clear_memo
         # The reducer table is copied when the pickler is built: rebuild it
         # when somebody registers a new reducer.
-        self.reducers = _reducer_generation()
+        self.generation = _reducer_generation()
         self.busy = False
 
     def _take_buffer(self, picklebuffer):
@@ -67,49 +89,60 @@ class _Encoder:
         self.buffers.append(raw)
         return False
 
-    def encode(self, obj):
-        stream = self.stream
-        stream.seek(0)
-        stream.truncate()
-        self.pickler.clear_memo()
-        self.buffers = []
+    cdef tuple encode(self, obj):
+        cdef list chunks = self.chunks
+        cdef list buffers = self.buffers
         self.busy = True
         try:
-            self.pickler.dump(obj)
+            self.dump(obj)
+        except BaseException:
+            del chunks[:]
+            del buffers[:]
+            raise
         finally:
             self.busy = False
-        data = stream.getvalue()
-        if not self.buffers:
-            return KIND_PICKLE, data
-        buffers = self.buffers
-        self.buffers = []
-        lengths = [len(data)] + [raw.nbytes for raw in buffers]
-        parts = [struct.pack(f"<{len(lengths) + 1}Q", len(buffers), *lengths), data,
-                 _PADDING[-len(data) % 8]]
-        for raw in buffers:
+            self.clear_memo()
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        del chunks[:]
+        if not buffers:
+            return (_KIND_PICKLE, data)
+        raws = buffers[:]
+        del buffers[:]
+        lengths = [len(data)] + [raw.nbytes for raw in raws]
+        parts = [struct.pack(f"<{len(lengths) + 1}Q", len(raws), *lengths), data,
+                 _PADDING[(8 - len(data) % 8) % 8]]
+        for raw in raws:
             parts.append(raw)
-            parts.append(_PADDING[-raw.nbytes % 8])
-        return KIND_PICKLE_OOB | _WRITABLE, parts
+            parts.append(_PADDING[(8 - raw.nbytes % 8) % 8])
+        return (_KIND_PICKLE_OOB | _WRITABLE, parts)
+
+
+cdef dict _EXTRA_REDUCERS = ForkingPickler._extra_reducers
+cdef dict _COPYREG_TABLE = ForkingPickler._copyreg_dispatch_table
+
+
+cdef inline Py_ssize_t _reducer_generation():
+    return len(_EXTRA_REDUCERS) + len(_COPYREG_TABLE)
 
 
 _local = threading.local()
 
 
-def encode(obj):
+cpdef tuple encode(obj):
     """Return (kind, body) for `obj`; body is bytes or a list of buffers."""
+    cdef _Encoder encoder
     if type(obj) is bytes:
-        return KIND_BYTES, obj
-    encoder = getattr(_local, "encoder", None)
-    if encoder is None or encoder.reducers != _reducer_generation():
+        return (_KIND_BYTES, obj)
+    try:
+        encoder = _local.encoder
+    except AttributeError:
         encoder = _local.encoder = _Encoder()
-    elif encoder.busy:
+    if encoder.busy:
         # Re-entered: an object's __reduce__ is itself putting into a queue.
         encoder = _Encoder()
-    try:
-        return encoder.encode(obj)
-    except BaseException:
-        _local.encoder = None  # a failed dump can leave the pickler half-way
-        raise
+    elif encoder.generation != _reducer_generation():
+        encoder = _local.encoder = _Encoder()
+    return encoder.encode(obj)
 
 
 def detach(kind, body):
@@ -121,12 +154,12 @@ def detach(kind, body):
     return kind, body
 
 
-def decode(kind, body):
-    if kind == KIND_BYTES:
+cpdef object decode(int kind, object body):
+    if kind == _KIND_BYTES:
         return body
-    if kind == KIND_PICKLE:
+    if kind == _KIND_PICKLE:
         return pickle.loads(body)
-    if kind == KIND_PICKLE_OOB:
+    if kind == _KIND_PICKLE_OOB:
         (n,) = struct.unpack_from("<Q", body, 0)
         lengths = struct.unpack_from(f"<{n + 1}Q", body, 8)
         view = memoryview(body)
@@ -134,6 +167,6 @@ def decode(kind, body):
         slices = []
         for length in lengths:
             slices.append(view[offset:offset + length])
-            offset += length + (-length % 8)
+            offset += length + (8 - length % 8) % 8
         return pickle.loads(slices[0], buffers=slices[1:])
     raise ValueError(f"unknown fastmp message kind {kind}: corrupted queue or version mismatch")
