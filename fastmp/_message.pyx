@@ -14,10 +14,11 @@
 
 Layout of a KIND_PICKLE_OOB body (all offsets 8-byte aligned):
 
-    [u64 n][u64 len(pickle)][u64 len(buffer 1)]...[u64 len(buffer n)]
+    [u64 n (high bit: a buffer was read-only)][u64 len(pickle)][u64 len(buffer 1)]...[u64 len(buffer n)]
     [pickle][pad][buffer 1][pad]...[buffer n]
 """
 
+import io
 import pickle
 import struct
 import threading
@@ -31,6 +32,9 @@ cdef enum:
     _KIND_PICKLE = 2
     _KIND_PICKLE_OOB = 3
     _WRITABLE = 0x100  # the ring hands such bodies back as a bytearray
+
+# High bit of the buffer count: some buffer was read-only in the sender.
+cdef unsigned long long _HAS_READONLY = 1ULL << 63
 
 KIND_BYTES = _KIND_BYTES
 KIND_PICKLE = _KIND_PICKLE
@@ -67,6 +71,7 @@ cdef class _Encoder:
     cdef object clear_memo
     cdef Py_ssize_t generation
     cdef bint busy
+    cdef bint saw_readonly
 
     def __init__(self):
         self.chunks = []
@@ -87,6 +92,8 @@ cdef class _Encoder:
         except BufferError:
             return True  # not contiguous: let pickle serialise it in-band
         self.buffers.append(raw)
+        if raw.readonly:
+            self.saw_readonly = True
         return False
 
     cdef tuple encode(self, obj):
@@ -98,6 +105,7 @@ cdef class _Encoder:
         except BaseException:
             del chunks[:]
             del buffers[:]
+            self.saw_readonly = False
             raise
         finally:
             self.busy = False
@@ -108,8 +116,12 @@ cdef class _Encoder:
             return (_KIND_PICKLE, data)
         raws = buffers[:]
         del buffers[:]
+        flags = 0
+        if self.saw_readonly:
+            flags = _HAS_READONLY
+            self.saw_readonly = False
         lengths = [len(data)] + [raw.nbytes for raw in raws]
-        parts = [struct.pack(f"<{len(lengths) + 1}Q", len(raws), *lengths), data,
+        parts = [struct.pack(f"<{len(lengths) + 1}Q", len(raws) | flags, *lengths), data,
                  _PADDING[(8 - len(data) % 8) % 8]]
         for raw in raws:
             parts.append(raw)
@@ -161,6 +173,8 @@ cpdef object decode(int kind, object body):
         return pickle.loads(body)
     if kind == _KIND_PICKLE_OOB:
         (n,) = struct.unpack_from("<Q", body, 0)
+        flags = n & _HAS_READONLY
+        n &= ~_HAS_READONLY
         lengths = struct.unpack_from(f"<{n + 1}Q", body, 8)
         view = memoryview(body)
         offset = 8 * (n + 2)
@@ -168,5 +182,19 @@ cpdef object decode(int kind, object body):
         for length in lengths:
             slices.append(view[offset:offset + length])
             offset += length + (8 - length % 8) % 8
+        if flags:
+            return _WritableBuffersUnpickler(io.BytesIO(slices[0]), buffers=slices[1:]).load()
         return pickle.loads(slices[0], buffers=slices[1:])
     raise ValueError(f"unknown fastmp message kind {kind}: corrupted queue or version mismatch")
+
+
+class _WritableBuffersUnpickler(pickle._Unpickler):
+    """Protocol 5 marks a read-only buffer (an array made from bytes, say)
+    READONLY_BUFFER, and pickle.loads then hands back a read-only view, so the
+    array would arrive read-only.  multiprocessing.Queue (protocol 4) always
+    delivers a writable copy, and so does fastmp: the buffers here are this
+    process's own fresh copy, so the mark is ignored.  The pure-Python
+    unpickler is used only for messages that carry such a buffer."""
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+    dispatch[pickle.READONLY_BUFFER[0]] = lambda self: None

@@ -63,6 +63,7 @@ cdef class FramedRing:
     cdef object _take(self, Py_ssize_t max_n)
     cdef object _take_one(self, record_header* rh)
     cdef object _copy_body(self, uint64_t pos, record_header* rh)
+    cdef list _prepare_batch(self, object records, uint64_t* need)
     cdef int _put_records(self, list bodies, uint64_t need, int mode, double deadline,
                           double room_wait) except -1
     cdef object _consume_stream(self, bint discard)

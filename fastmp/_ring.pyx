@@ -388,28 +388,37 @@ cdef class FramedRing:
         """Write a batch of (kind, body) records, all or nothing, under one lock.
         `body` is bytes or a list of contiguous buffers to concatenate."""
         cdef double deadline = deadline_after(timeout, block)
+        cdef uint64_t need = 0
+        cdef list bodies = self._prepare_batch(records, &need)
+        if not bodies:
+            return PUT_WRITTEN
+        if need > self.capacity:
+            kind, body, length = bodies[0]
+            return self._put_stream(kind, body, length, False, deadline, _room_deadline(room_wait))
+        return self._put_records(bodies, need, MODE_PUT, deadline, room_wait)
+
+    cdef list _prepare_batch(self, object records, uint64_t* need):
+        """(kind, body, length) triples for a batch, and the bytes it needs;
+        ValueError if the batch can never fit (a single message larger than
+        the ring can: it streams)."""
         cdef list bodies = []
-        cdef uint64_t need = 0, length
+        cdef uint64_t length
         cdef Py_ssize_t k
+        need[0] = 0
         for kind, body in records:
             body = _as_body(body)
             length = _body_length(body)
             bodies.append((kind, body, length))
-            need += _record_size(length)
+            need[0] += _record_size(length)
         k = len(bodies)
-        if k == 0:
-            return PUT_WRITTEN
         if self.maxsize > 0 and k > self.maxsize:
             raise ValueError(f"a batch of {k} messages can never fit a queue of maxsize {self.maxsize}")
-        if need > self.capacity:
-            if k == 1:
-                kind, body, length = bodies[0]
-                return self._put_stream(kind, body, length, False, deadline, _room_deadline(room_wait))
+        if k > 1 and need[0] > self.capacity:
             raise ValueError(
-                f"a batch of {k} messages takes {need} bytes, more than the ring's capacity of "
+                f"a batch of {k} messages takes {need[0]} bytes, more than the ring's capacity of "
                 f"{self.capacity} bytes: send fewer messages per batch or create the queue with "
                 f"a larger capacity")
-        return self._put_records(bodies, need, MODE_PUT, deadline, room_wait)
+        return bodies
 
     def put_admitted(self, records):
         """Write records that put/put_many answered PUT_ADMITTED for, in order.
@@ -446,12 +455,14 @@ cdef class FramedRing:
     cdef bint _count_allows(self, Py_ssize_t k, bint admitted) noexcept nogil:
         return admitted or self.maxsize <= 0 or self.hdr.count + self.hdr.pending + k <= self.maxsize
 
-    def admit(self, Py_ssize_t k, bint block=True, object timeout=None):
-        """Count k messages against maxsize without writing them (PUT_ADMITTED),
-        or PUT_FULL: for a producer that must keep buffering to stay in order."""
-        if self.maxsize > 0 and k > self.maxsize:
-            raise ValueError(f"a batch of {k} messages can never fit a queue of maxsize {self.maxsize}")
-        return self._put_records([None] * k, 0, MODE_ADMIT_ONLY, deadline_after(timeout, block), 0.0)
+    def admit(self, records, bint block=True, object timeout=None):
+        """Count a batch against maxsize without writing it (PUT_ADMITTED), or
+        PUT_FULL: for a producer that must keep buffering to stay in order.
+        The batch is checked as put_many checks it (ValueError if it can
+        never fit)."""
+        cdef uint64_t need = 0
+        cdef list bodies = self._prepare_batch(records, &need)
+        return self._put_records(bodies, 0, MODE_ADMIT_ONLY, deadline_after(timeout, block), 0.0)
 
     cdef int _put_records(self, list bodies, uint64_t need, int mode, double deadline,
                           double room_wait) except -1:

@@ -192,7 +192,7 @@ class Queue:
         ring = self._ring
         if self._unflushed:
             # Earlier messages of this process are still buffered: stay behind them.
-            status = ring.admit(len(records), block, timeout)
+            status = ring.admit(records, block, timeout)
         else:
             status = ring.put_many(records, block, timeout, ROOM_WAIT if block else 0.0)
         if status:

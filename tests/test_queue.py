@@ -801,9 +801,6 @@ def test_put_many_larger_than_the_ring_raises_value_error_at_once():
     assert reader.result() == [bytes(3 * CAP)]
 
 
-@pytest.mark.xfail(reason="BUG: while earlier messages are buffered in the producer, put_many "
-                          "skips the byte-capacity check and accepts a batch that can never fit "
-                          "the ring (it is later split across several ring writes)", strict=True)
 def test_put_many_larger_than_the_ring_raises_value_error_even_while_buffering():
     q = Queue(capacity=CAP)
     msgs = fill_past_ring(q, n=20)
@@ -1130,9 +1127,6 @@ def test_numpy_arrays_come_back_equal_and_writable():
     assert np.array_equal(many[1], arrays[1])
 
 
-@pytest.mark.xfail(reason="BUG: read-only arrays come back read-only (pickle protocol 5 keeps "
-                          "the READONLY_BUFFER flag); multiprocessing.Queue returns a writable array",
-                   strict=True)
 def test_read_only_numpy_array_comes_back_writable():
     np = pytest.importorskip("numpy")
     q = Queue()
@@ -1313,8 +1307,6 @@ def test_behaves_like_a_bounded_fifo(maxsize, ops):
                 if not batch:
                     q.put_many_nowait(batch)
                 elif too_many or too_big:
-                    if too_big and not too_many and q.qsize() > 0:
-                        continue  # see the xfail test above: not checked while buffering
                     with pytest.raises(ValueError):
                         q.put_many_nowait(batch)
                 elif maxsize and len(model) + len(batch) > maxsize:

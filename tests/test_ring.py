@@ -90,10 +90,19 @@ def test_maxsize_bounds_messages_and_reports_full():
 
 def test_admit_counts_without_writing():
     ring = FramedRing(4096, maxsize=3)
-    assert ring.admit(2) == PUT_ADMITTED_
-    assert ring.pending == 2
-    assert ring.admit(2, block=False) == PUT_FULL_
+    assert ring.admit([(1, b"a"), (1, b"b")]) == PUT_ADMITTED_
+    assert ring.pending == 2 and ring.used_bytes == 0
+    assert ring.admit([(1, b"c"), (1, b"d")], block=False) == PUT_FULL_
     ring.release_admitted(2)
+    assert ring.pending == 0
+
+
+def test_admit_refuses_a_batch_that_can_never_fit():
+    ring = FramedRing(256, maxsize=3)
+    with pytest.raises(ValueError, match="capacity"):
+        ring.admit([(1, b"x" * 100)] * 3)
+    with pytest.raises(ValueError, match="maxsize"):
+        ring.admit([(1, b"x")] * 4)
     assert ring.pending == 0
 
 
