@@ -5,7 +5,7 @@
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 
 from fastmp._segment cimport Segment
-from fastmp._sync cimport pthread_cond_t, pthread_mutex_t
+from fastmp._sync cimport pthread_mutex_t
 
 cdef extern from "_ring_layout.h":
     ctypedef struct fastmp_ring_header:
@@ -15,8 +15,8 @@ cdef extern from "_ring_layout.h":
         uint64_t capacity
         int64_t maxsize
         pthread_mutex_t mutex
-        pthread_cond_t not_empty
-        pthread_cond_t not_full
+        uint32_t not_empty
+        uint32_t not_full
         uint64_t tail
         uint64_t head
         int64_t count

@@ -27,7 +27,7 @@ A record may wrap the end of the data area; it is then copied in two pieces.
   process dies holding the mutex, `count` is recomputed from the records.
 
 Blocking: spin (set_spin_seconds, 20 us by default) polling `tail` (readers) or `head`
-(writers) without the lock, then sleep on a condition variable in slices;
+(writers) without the lock, then sleep on a futex sequence in slices;
 waiter counts let the other side skip the wake-up call when nobody sleeps.
 """
 
@@ -43,10 +43,9 @@ from posix.unistd cimport getpid
 
 from fastmp._segment cimport Segment
 from fastmp._sync cimport (
-    cond_init, cond_wait_slice, deadline_after, fastmp_cpu_relax, fastmp_load_acquire_u64,
+    deadline_after, fastmp_cpu_relax, fastmp_load_acquire_u64,
     fastmp_store_release_u64, monotonic, mutex_acquire, mutex_init, mutex_release, pid_alive,
-    pthread_cond_broadcast, pthread_cond_signal, pthread_mutex_consistent, pthread_mutex_lock,
-    repair_fn,
+    pthread_mutex_consistent, pthread_mutex_lock, repair_fn, wait_slice, wake,
 )
 
 cdef extern from "<errno.h>":
@@ -224,8 +223,6 @@ cdef class FramedRing:
         hdr.capacity = cap
         hdr.maxsize = maxsize if maxsize > 0 else 0
         mutex_init(&hdr.mutex)
-        cond_init(&hdr.not_empty)
-        cond_init(&hdr.not_full)
         hdr.layout_version = FASTMP_RING_LAYOUT_VERSION
         hdr.magic = FASTMP_RING_MAGIC
         self._bind(self.segment)
@@ -265,6 +262,14 @@ cdef class FramedRing:
     @property
     def pending(self):
         return self.hdr.pending
+
+    @property
+    def readers_waiting(self):
+        return self.hdr.readers_waiting
+
+    @property
+    def writers_waiting(self):
+        return self.hdr.writers_waiting
 
     @property
     def used_bytes(self):
@@ -307,17 +312,15 @@ cdef class FramedRing:
         mutex_release(&self.hdr.mutex)
 
     cdef void _wake_readers(self, bint everyone) noexcept nogil:
+        # Skip the syscall when nobody sleeps (~0.3 us even with no waiter).
         if self.hdr.readers_waiting > 0:
-            if everyone:
-                pthread_cond_broadcast(&self.hdr.not_empty)
-            else:
-                pthread_cond_signal(&self.hdr.not_empty)
+            wake(&self.hdr.not_empty, everyone)
 
     cdef void _wake_writers(self) noexcept nogil:
         # Writers wait for different amounts of room: wake them all and let
         # each re-check.
         if self.hdr.writers_waiting > 0:
-            pthread_cond_broadcast(&self.hdr.not_full)
+            wake(&self.hdr.not_full, True)
 
     cdef int _spin_until_changed(self, bint for_readers, double deadline) except -1:
         """Mutex held on entry and exit.  Drop it and poll the position the
@@ -353,17 +356,20 @@ cdef class FramedRing:
         (readers) or not_full (writers).  Returns 1 once the deadline has
         passed.  Raises KeyboardInterrupt & co. with the mutex still held."""
         cdef int expired
+        cdef uint32_t seen
         if for_readers:
             self.hdr.readers_waiting += 1
+            seen = self.hdr.not_empty
             with nogil:
-                expired = cond_wait_slice(&self.hdr.not_empty, &self.hdr.mutex, deadline,
-                                          _repair_ring, <void*>self.hdr)
+                expired = wait_slice(&self.hdr.not_empty, seen, &self.hdr.mutex, deadline,
+                                     _repair_ring, <void*>self.hdr)
             self.hdr.readers_waiting -= 1
         else:
             self.hdr.writers_waiting += 1
+            seen = self.hdr.not_full
             with nogil:
-                expired = cond_wait_slice(&self.hdr.not_full, &self.hdr.mutex, deadline,
-                                          _repair_ring, <void*>self.hdr)
+                expired = wait_slice(&self.hdr.not_full, seen, &self.hdr.mutex, deadline,
+                                     _repair_ring, <void*>self.hdr)
             self.hdr.writers_waiting -= 1
         PyErr_CheckSignals()
         return expired
@@ -560,8 +566,8 @@ cdef class FramedRing:
             self.hdr.stream_writer = STREAM_IDLE
         else:
             return False        # a live reader owns the clean-up (_consume_stream)
-        pthread_cond_broadcast(&self.hdr.not_full)
-        pthread_cond_broadcast(&self.hdr.not_empty)
+        wake(&self.hdr.not_full, True)
+        wake(&self.hdr.not_empty, True)
         return True
 
     cdef int _put_stream(self, uint32_t kind, object body, uint64_t length, bint admitted,

@@ -4,7 +4,7 @@
  * Fields that different processes write in the hot path live on separate
  * 64-byte cache lines: `tail` belongs to writers, `head` to readers, so a
  * reader spin-polling `tail` does not bounce the line a writer of `head`
- * is using.  The mutex and each condition variable get their own line too.
+ * is using.  The mutex and each wake-up sequence get their own line too.
  *
  * Positions (`head`, `tail`, `stream_start`) are byte counts since creation,
  * never wrapped: offset in the data area = position % capacity.
@@ -26,8 +26,11 @@ typedef struct {
     int64_t maxsize;            /* messages; <= 0: unbounded */
 
     _Alignas(64) pthread_mutex_t mutex;
-    _Alignas(64) pthread_cond_t not_empty;
-    _Alignas(64) pthread_cond_t not_full;
+    /* Wake-up sequences (futex words, see _sync.pyx): bumped under the mutex
+     * when data arrives (readers sleep on not_empty) or room or a maxsize
+     * slot frees up (writers sleep on not_full). */
+    _Alignas(64) uint32_t not_empty;
+    _Alignas(64) uint32_t not_full;
 
     /* writer-owned line: end of the published data */
     _Alignas(64) uint64_t tail;
@@ -38,8 +41,10 @@ typedef struct {
     _Alignas(64) int64_t count;   /* records published and not yet taken */
     int64_t pending;              /* messages admitted (maxsize) but still in a
                                      producer's local buffer, not in the ring */
-    int32_t readers_waiting;      /* blocked in not_empty */
-    int32_t writers_waiting;      /* blocked in not_full */
+    int32_t readers_waiting;      /* asleep on not_empty; a waiter killed while
+                                     asleep leaves this too high: harmless,
+                                     wakers then just call FUTEX_WAKE */
+    int32_t writers_waiting;      /* asleep on not_full */
     /* A message larger than the ring streams through it in chunks.  While
      * stream_writer != 0 no other writer may append; while stream_reader != 0
      * no other reader may take.  Values: 0 idle, > 0 owner pid, -1 abandoned

@@ -1,7 +1,7 @@
 # Process-shared robust mutexes and condition variables, monotonic deadlines,
 # spin-then-block and Ctrl-C-interruptible waits.  Used by every ring.
 
-from libc.stdint cimport int32_t, uint64_t
+from libc.stdint cimport int32_t, uint32_t, uint64_t
 
 cdef extern from "<time.h>" nogil:
     ctypedef long time_t
@@ -17,10 +17,6 @@ cdef extern from "<pthread.h>" nogil:
         pass
     ctypedef struct pthread_mutexattr_t:
         pass
-    ctypedef struct pthread_cond_t:
-        pass
-    ctypedef struct pthread_condattr_t:
-        pass
     int PTHREAD_PROCESS_SHARED
     int PTHREAD_MUTEX_ROBUST
     int pthread_mutexattr_init(pthread_mutexattr_t*)
@@ -33,14 +29,10 @@ cdef extern from "<pthread.h>" nogil:
     int pthread_mutex_timedlock(pthread_mutex_t*, const timespec*)
     int pthread_mutex_unlock(pthread_mutex_t*)
     int pthread_mutex_consistent(pthread_mutex_t*)
-    int pthread_condattr_init(pthread_condattr_t*)
-    int pthread_condattr_destroy(pthread_condattr_t*)
-    int pthread_condattr_setpshared(pthread_condattr_t*, int)
-    int pthread_condattr_setclock(pthread_condattr_t*, int)
-    int pthread_cond_init(pthread_cond_t*, const pthread_condattr_t*)
-    int pthread_cond_timedwait(pthread_cond_t*, pthread_mutex_t*, const timespec*)
-    int pthread_cond_signal(pthread_cond_t*)
-    int pthread_cond_broadcast(pthread_cond_t*)
+
+cdef extern from "_futex.h" nogil:
+    int fastmp_futex_wait(uint32_t* word, uint32_t expected, const timespec* relative)
+    int fastmp_futex_wake(uint32_t* word, int count)
 
 cdef extern from "_atomics.h" nogil:
     uint64_t fastmp_load_acquire_u64(const uint64_t* p)
@@ -61,8 +53,8 @@ cdef double deadline_after(object timeout, bint block) except? -1.0
 cdef bint pid_alive(int pid) noexcept nogil
 
 cdef int mutex_init(pthread_mutex_t* m) except -1
-cdef int cond_init(pthread_cond_t* c) except -1
 cdef int mutex_acquire(pthread_mutex_t* m, repair_fn repair, void* state) except -1
 cdef void mutex_release(pthread_mutex_t* m) noexcept nogil
-cdef int cond_wait_slice(pthread_cond_t* c, pthread_mutex_t* m, double deadline,
-                         repair_fn repair, void* state) noexcept nogil
+cdef int wait_slice(uint32_t* sequence, uint32_t seen, pthread_mutex_t* m, double deadline,
+                   repair_fn repair, void* state) noexcept nogil
+cdef void wake(uint32_t* sequence, bint everyone) noexcept nogil

@@ -1,17 +1,26 @@
 """Process-shared robust locking and waiting.
 
-Every blocking call here releases the GIL.  Waits never block longer than
-WAIT_SLICE at a time: the waiter wakes, the caller runs PyErr_CheckSignals
-(so Ctrl-C raises KeyboardInterrupt promptly, as in the standard library)
-and looks for peers that died, then waits again until its deadline.  A wake-up
-lost to a waiter killed inside pthread_cond_timedwait therefore costs at most
-one slice, never a hang.
-
-A process that dies holding a mutex leaves it in the EOWNERDEAD state: the
-next locker runs the owner's `repair` callback with the lock held, then marks
-the mutex consistent.  The rings are built so that repair is cheap: a writer
+The lock is a PTHREAD_PROCESS_SHARED + PTHREAD_MUTEX_ROBUST pthread mutex.
+A process that dies holding it leaves it in the EOWNERDEAD state: the next
+locker runs the owner's `repair` callback with the lock held, then marks the
+mutex consistent.  The rings are built so that repair is cheap: a writer
 publishes only after its bytes are copied and a reader consumes only after
 its bytes are copied out, so a half-done operation is simply invisible.
+
+Waiting is NOT done on pthread condition variables.  glibc's process-shared
+condvars keep per-waiter state inside the condvar: a waiter SIGKILLed while
+it sleeps never gives back its group reference, and the next
+pthread_cond_signal then blocks forever (with the mutex held, so every
+process hangs).  That was reproduced here.  Instead each wait condition is a
+32-bit sequence number in shared memory used as a futex: a waiter reads it
+under the mutex, unlocks, and sleeps in FUTEX_WAIT only while it still holds
+that value; a waker bumps it under the mutex and calls FUTEX_WAKE.  The
+kernel keeps no state for a dead waiter, so nothing can wedge.
+
+Every blocking call here releases the GIL and sleeps at most WAIT_SLICE at a
+time: the waiter wakes, its caller runs PyErr_CheckSignals (so Ctrl-C raises
+KeyboardInterrupt promptly, as in the standard library) and looks for peers
+that died, then waits again until its deadline.
 """
 
 from libc.errno cimport EBUSY, ETIMEDOUT, EPERM, errno
@@ -77,21 +86,6 @@ cdef int mutex_init(pthread_mutex_t* m) except -1:
     return 0
 
 
-cdef int cond_init(pthread_cond_t* c) except -1:
-    cdef pthread_condattr_t attr
-    cdef int rc
-    pthread_condattr_init(&attr)
-    pthread_condattr_setpshared(&attr, PTHREAD_PROCESS_SHARED)
-    # Deadlines are CLOCK_MONOTONIC: a wall-clock jump must not shorten or
-    # stretch a timeout.
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC)
-    rc = pthread_cond_init(c, &attr)
-    pthread_condattr_destroy(&attr)
-    if rc != 0:
-        raise OSError(rc, "pthread_cond_init failed")
-    return 0
-
-
 cdef inline void _recover(pthread_mutex_t* m, repair_fn repair, void* state) noexcept nogil:
     if repair != NULL:
         repair(state)
@@ -150,21 +144,31 @@ cdef void mutex_release(pthread_mutex_t* m) noexcept nogil:
     pthread_mutex_unlock(m)
 
 
-cdef int cond_wait_slice(pthread_cond_t* c, pthread_mutex_t* m, double deadline,
-                         repair_fn repair, void* state) noexcept nogil:
-    """Wait on `c` (mutex held) for at most one slice or until `deadline`.
-    Returns 1 if the deadline has passed, else 0 (woken, or slice over).
-    The mutex is held again on return in every case."""
+cdef int wait_slice(uint32_t* sequence, uint32_t seen, pthread_mutex_t* m, double deadline,
+                   repair_fn repair, void* state) noexcept nogil:
+    """Mutex held; `seen` is the value of `sequence` read under it.  Unlock,
+    sleep while `sequence` still equals `seen` (at most one slice, or until
+    `deadline`), lock again.  A wake() between the unlock and the sleep has
+    already changed `sequence`, so the sleep returns at once: no lost wake-up.
+    Returns 1 if the deadline has passed, else 0."""
     cdef double now = monotonic()
-    cdef double until
+    cdef double seconds
     cdef timespec ts
     cdef int rc
     if now >= deadline:
         return 1
-    until = deadline if deadline - now < WAIT_SLICE else now + WAIT_SLICE
-    ts.tv_sec = <time_t>until
-    ts.tv_nsec = <long>((until - <double>ts.tv_sec) * 1e9)
-    rc = pthread_cond_timedwait(c, m, &ts)
+    seconds = deadline - now if deadline - now < WAIT_SLICE else WAIT_SLICE
+    ts.tv_sec = <time_t>seconds
+    ts.tv_nsec = <long>((seconds - <double>ts.tv_sec) * 1e9)
+    pthread_mutex_unlock(m)
+    fastmp_futex_wait(sequence, seen, &ts)
+    rc = pthread_mutex_lock(m)
     if rc == EOWNERDEAD:
         _recover(m, repair, state)
     return 0
+
+
+cdef void wake(uint32_t* sequence, bint everyone) noexcept nogil:
+    """Mutex held.  Wake one (or every) waiter sleeping on `sequence`."""
+    sequence[0] += 1
+    fastmp_futex_wake(sequence, 0x7fffffff if everyone else 1)

@@ -1,4 +1,5 @@
 """Waiting: the GIL is released, Ctrl-C interrupts, deadlines are honoured."""
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -99,3 +100,46 @@ def test_blocked_getter_wakes_when_a_message_arrives():
     q.put("hello")
     thread.join(10)
     assert got == ["hello"]
+
+
+def _sleep_in_get(q):
+    q.get()
+
+
+def _sleep_in_put(q):
+    q.put("blocked")
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_waiters_killed_while_asleep_do_not_wedge_wake_ups(method):
+    """A process SIGKILLed while it sleeps in get() or put() must not leave
+    state behind that blocks later wake-ups (glibc's process-shared condvars
+    do exactly that; fastmp sleeps on futex sequences instead)."""
+    ctx = multiprocessing.get_context(method)
+    empty, full = fastmp.Queue(), fastmp.Queue(1)
+    full.put("occupant")
+    sleepers = [ctx.Process(target=_sleep_in_get, args=(empty,)) for _ in range(2)]
+    sleepers += [ctx.Process(target=_sleep_in_put, args=(full,)) for _ in range(2)]
+    for p in sleepers:
+        p.start()
+    try:
+        deadline = time.monotonic() + 30
+        while empty._ring.readers_waiting < 2 or full._ring.writers_waiting < 2:
+            assert time.monotonic() < deadline, "the children never fell asleep"
+            time.sleep(0.005)
+    finally:
+        for p in sleepers:
+            p.kill()
+            p.join(10)
+    # Every wake-up path still works: nobody hangs, nothing is lost.
+    for i in range(200):
+        empty.put(i)
+        assert empty.get(timeout=5) == i
+    assert full.get(timeout=5) == "occupant"
+    full.put("next", timeout=5)
+    assert full.get(timeout=5) == "next"
+    waiter = threading.Thread(target=lambda: empty.get(timeout=10))
+    waiter.start()
+    empty.put("wake the live waiter")
+    waiter.join(10)
+    assert not waiter.is_alive()
