@@ -41,6 +41,7 @@ from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy, memset
 from posix.unistd cimport getpid
 
+from fastmp._buffer cimport LARGE_MESSAGE, LargeBuffer, new_large_buffer
 from fastmp._segment cimport Segment
 from fastmp._sync cimport (
     deadline_after, fastmp_cpu_relax, fastmp_load_acquire_u64,
@@ -155,6 +156,23 @@ cdef class _Body:
                 n -= take
             start += vlen
             i += 1
+
+
+cdef object _new_body(uint32_t kind, uint64_t length, char** dst):
+    """Where a received body goes: bytes, or for writable kinds (out-of-band
+    buffers: arrays) a bytearray, or a recycled LargeBuffer when large."""
+    cdef object body
+    if kind & KIND_WRITABLE:
+        if length >= LARGE_MESSAGE:
+            body = new_large_buffer(<Py_ssize_t>length)
+            dst[0] = (<LargeBuffer>body).data
+        else:
+            body = PyByteArray_FromStringAndSize(NULL, <Py_ssize_t>length)
+            dst[0] = PyByteArray_AS_STRING(body)
+    else:
+        body = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>length)
+        dst[0] = PyBytes_AS_STRING(body)
+    return body
 
 
 cdef inline uint64_t _body_length(object body) except? 0:
@@ -738,14 +756,8 @@ cdef class FramedRing:
     cdef object _copy_body(self, uint64_t pos, record_header* rh):
         """A new bytes (or bytearray for writable kinds) holding the body of
         the record at `pos`."""
-        cdef object body
         cdef char* dst
-        if rh.kind & KIND_WRITABLE:
-            body = PyByteArray_FromStringAndSize(NULL, <Py_ssize_t>rh.length)
-            dst = PyByteArray_AS_STRING(body)
-        else:
-            body = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>rh.length)
-            dst = PyBytes_AS_STRING(body)
+        cdef object body = _new_body(rh.kind, rh.length, &dst)
         if rh.length >= BIG_COPY:
             with nogil:
                 self._copy_out(pos + RECORD_HEADER, dst, rh.length)
@@ -789,12 +801,7 @@ cdef class FramedRing:
             padded = _align8(length)
             # Allocate before claiming the stream: a MemoryError here leaves
             # the message where it is and the ring untouched.
-            if kind & KIND_WRITABLE:
-                body = PyByteArray_FromStringAndSize(NULL, <Py_ssize_t>length)
-                dst = PyByteArray_AS_STRING(body)
-            else:
-                body = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>length)
-                dst = PyBytes_AS_STRING(body)
+            body = _new_body(kind, length, &dst)
             self.hdr.stream_reader = getpid()
             self.hdr.stream_remaining = padded
             fastmp_store_release_u64(&self.hdr.head, self.hdr.head + RECORD_HEADER)
