@@ -37,6 +37,9 @@ cdef enum:
     PUT_ADMITTED = 1    # counted against maxsize but no room yet: the caller
                         # keeps it and hands it to put_admitted() later
     PUT_FULL = 2        # maxsize reached and the deadline passed
+    PUT_UNCOUNTED = 3   # unbounded ring whose lock a live process kept past
+                        # the wait: the caller buffers it and writes it later
+                        # with put_many (not put_admitted: it was not counted)
 
 cdef struct record_header:
     uint64_t length
@@ -53,7 +56,11 @@ cdef class FramedRing:
 
     cdef void _copy_in(self, uint64_t pos, const char* src, uint64_t n) noexcept nogil
     cdef void _copy_out(self, uint64_t pos, char* dst, uint64_t n) noexcept nogil
-    cdef int _lock(self, bint interruptible=*) except -1
+    cdef int _lock(self, double deadline=*, double patience=*) except -1
+    cdef void _relock(self) noexcept nogil
+    cdef void _admit_pending(self, Py_ssize_t k) noexcept nogil
+    cdef void _drop_pending(self, Py_ssize_t k) noexcept nogil
+    cdef void _skip_orphaned_stream(self) noexcept nogil
     cdef void _unlock(self) noexcept nogil
     cdef int _wait(self, bint for_readers, double deadline) except -1
     cdef int _spin_until_changed(self, bint for_readers, double deadline) except -1

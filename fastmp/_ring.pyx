@@ -89,6 +89,7 @@ def set_spin_seconds(double seconds):
 PUT_WRITTEN_ = PUT_WRITTEN
 PUT_ADMITTED_ = PUT_ADMITTED
 PUT_FULL_ = PUT_FULL
+PUT_UNCOUNTED_ = PUT_UNCOUNTED
 
 HEADER_SIZE = sizeof(fastmp_ring_header)
 
@@ -313,18 +314,27 @@ cdef class FramedRing:
             memcpy(dst, self.data + off, first)
             memcpy(dst + first, self.data, n - first)
 
-    cdef int _lock(self, bint interruptible=True) except -1:
-        if interruptible:
-            return mutex_acquire(&self.hdr.mutex, _repair_ring, <void*>self.hdr)
-        # Used where giving up half-way would strand shared state: the holder
-        # only ever holds the lock for a short copy, so this cannot hang.
-        cdef int rc
-        with nogil:
-            rc = pthread_mutex_lock(&self.hdr.mutex)
-            if rc == EOWNERDEAD:
-                _repair_ring(<void*>self.hdr)
-                pthread_mutex_consistent(&self.hdr.mutex)
-        return 0
+    cdef int _lock(self, double deadline=INFINITY, double patience=INFINITY) except -1:
+        """Take the mutex: 0 once held, 1 if not before the deadline (see
+        mutex_acquire).  Interruptible by Ctrl-C (raises, not holding it)."""
+        return mutex_acquire(&self.hdr.mutex, _repair_ring, <void*>self.hdr, deadline, patience)
+
+    cdef void _relock(self) noexcept nogil:
+        """Take the mutex back after an unlocked copy or spin, whatever it
+        takes: giving up there would strand shared state half-updated, and
+        holders only ever hold it for a short copy, so this cannot hang."""
+        cdef int rc = pthread_mutex_lock(&self.hdr.mutex)
+        if rc == EOWNERDEAD:
+            _repair_ring(<void*>self.hdr)
+            pthread_mutex_consistent(&self.hdr.mutex)
+
+    cdef void _admit_pending(self, Py_ssize_t k) noexcept nogil:
+        self.hdr.pending += k
+
+    cdef void _drop_pending(self, Py_ssize_t k) noexcept nogil:
+        self.hdr.pending -= k
+        if self.hdr.pending < 0:
+            self.hdr.pending = 0
 
     cdef void _unlock(self) noexcept nogil:
         mutex_release(&self.hdr.mutex)
@@ -366,7 +376,8 @@ cdef class FramedRing:
                     fastmp_cpu_relax()
                 if moved or monotonic() >= until:
                     break
-        self._lock(False)
+        with nogil:
+            self._relock()
         return moved
 
     cdef int _wait(self, bint for_readers, double deadline) except -1:
@@ -470,23 +481,24 @@ cdef class FramedRing:
         """Forget k admitted messages that will never be written (a producer
         that cancels its buffer)."""
         self._lock()
-        self.hdr.pending -= k
-        if self.hdr.pending < 0:
-            self.hdr.pending = 0
+        self._drop_pending(k)
         self._wake_writers()
         self._unlock()
 
     cdef bint _count_allows(self, Py_ssize_t k, bint admitted) noexcept nogil:
         return admitted or self.maxsize <= 0 or self.hdr.count + self.hdr.pending + k <= self.maxsize
 
-    def admit(self, records, bint block=True, object timeout=None):
-        """Count a batch against maxsize without writing it (PUT_ADMITTED), or
-        PUT_FULL: for a producer that must keep buffering to stay in order.
-        The batch is checked as put_many checks it (ValueError if it can
-        never fit)."""
+    def admit(self, records, bint block=True, object timeout=None,
+              double room_wait=INFINITY):
+        """Count a batch as buffered by its producer without writing it
+        (PUT_ADMITTED), or PUT_FULL (maxsize), or PUT_UNCOUNTED (unbounded
+        ring whose lock a live process kept for `room_wait`): for a producer
+        that must keep buffering to stay in order.  The batch is checked as
+        put_many checks it (ValueError if it can never fit)."""
         cdef uint64_t need = 0
         cdef list bodies = self._prepare_batch(records, &need)
-        return self._put_records(bodies, 0, MODE_ADMIT_ONLY, deadline_after(timeout, block), 0.0)
+        return self._put_records(bodies, 0, MODE_ADMIT_ONLY, deadline_after(timeout, block),
+                                 room_wait)
 
     cdef int _put_records(self, list bodies, uint64_t need, int mode, double deadline,
                           double room_wait) except -1:
@@ -503,12 +515,17 @@ cdef class FramedRing:
         cdef double now, room_deadline = -1.0, wait_until
         cdef const char* src
         cdef _Body parts
-        self._lock()
+        if self._lock(INFINITY if admitted else deadline,
+                      room_wait if self.maxsize <= 0 and not admitted else INFINITY):
+            # A live process keeps the lock (stopped mid-put?).  Unbounded:
+            # the caller buffers it uncounted, as a put that never blocks
+            # must; bounded: no free slot could be seen in time.
+            return PUT_UNCOUNTED if self.maxsize <= 0 else PUT_FULL
         try:
             while True:
                 counted = self._count_allows(k, admitted)
                 if counted and mode == MODE_ADMIT_ONLY:
-                    self.hdr.pending += k
+                    self._admit_pending(k)
                     return PUT_ADMITTED
                 if counted and self.hdr.stream_writer == STREAM_IDLE and \
                         self.capacity - (self.hdr.tail - self.hdr.head) >= need:
@@ -521,7 +538,7 @@ cdef class FramedRing:
                     # common, uncontended put never reads the clock.
                     room_deadline = now + room_wait if room_wait < INFINITY else INFINITY
                 if counted and now >= room_deadline:
-                    self.hdr.pending += k
+                    self._admit_pending(k)
                     return PUT_ADMITTED
                 if not counted and now >= deadline:
                     return PUT_FULL
@@ -557,11 +574,24 @@ cdef class FramedRing:
             fastmp_store_release_u64(&self.hdr.tail, pos)
             self.hdr.count += k
             if admitted:
-                self.hdr.pending -= k
+                self._drop_pending(k)
             self._wake_readers(k > 1)
             return PUT_WRITTEN
         finally:
             self._unlock()
+
+    cdef void _skip_orphaned_stream(self) noexcept nogil:
+        """Mutex held, stream_writer idle.  If the reader of the last stream
+        died or gave up before reading all of it, the rest of that stream is
+        all in the ring (its writer finished): skip it."""
+        cdef int r = self.hdr.stream_reader
+        if r == STREAM_IDLE or (r != STREAM_ABANDONED and pid_alive(r)):
+            return
+        fastmp_store_release_u64(&self.hdr.head, self.hdr.head + self.hdr.stream_remaining)
+        self.hdr.stream_remaining = 0
+        self.hdr.stream_reader = STREAM_IDLE
+        self._wake_writers()
+        self._wake_readers(True)
 
     cdef bint _clear_dead_stream_writer(self) noexcept nogil:
         """Mutex held.  If the streaming writer died or gave up, take its
@@ -597,18 +627,25 @@ cdef class FramedRing:
         cdef bint counted, claimed = False, reader_started
         cdef double now
         cdef _Body parts = body if isinstance(body, _Body) else _Body(body)
-        self._lock()
+        if self._lock(INFINITY if admitted else deadline,
+                      INFINITY if admitted or self.maxsize > 0 else room_deadline - monotonic()):
+            return PUT_UNCOUNTED if self.maxsize <= 0 else PUT_FULL
         try:
             while True:
                 counted = self._count_allows(1, admitted)
+                # A new stream also waits until no reader is attached to an
+                # older one, so stream_reader always refers to this stream.
                 if counted and self.hdr.stream_writer == STREAM_IDLE and \
+                        self.hdr.stream_reader == STREAM_IDLE and \
                         self.capacity - (self.hdr.tail - self.hdr.head) >= RECORD_HEADER:
                     break
                 if self.hdr.stream_writer != STREAM_IDLE:
                     self._clear_dead_stream_writer()
+                elif self.hdr.stream_reader != STREAM_IDLE:
+                    self._skip_orphaned_stream()
                 now = monotonic()
                 if counted and now >= room_deadline:
-                    self.hdr.pending += 1
+                    self._admit_pending(1)
                     return PUT_ADMITTED
                 if not counted and now >= deadline:
                     return PUT_FULL
@@ -624,7 +661,7 @@ cdef class FramedRing:
             fastmp_store_release_u64(&self.hdr.tail, self.hdr.tail + RECORD_HEADER)
             self.hdr.count += 1
             if admitted:
-                self.hdr.pending -= 1
+                self._drop_pending(1)
             self._wake_readers(True)
             while written < padded:
                 free_bytes = self.capacity - (self.hdr.tail - self.hdr.head)
@@ -640,7 +677,8 @@ cdef class FramedRing:
                     self._unlock()
                     with nogil:
                         parts.copy_range(self, tail, written, n)
-                    self._lock(False)
+                    with nogil:
+                        self._relock()
                     fastmp_store_release_u64(&self.hdr.tail, tail + n)
                     written += n
                     self._wake_readers(True)
@@ -660,7 +698,7 @@ cdef class FramedRing:
                     # caller can buffer it (an unbounded put must not block).
                     fastmp_store_release_u64(&self.hdr.tail, self.hdr.stream_start)
                     self.hdr.count -= 1
-                    self.hdr.pending += 1
+                    self._admit_pending(1)
                     self.hdr.stream_writer = STREAM_IDLE
                     claimed = False
                     self._wake_writers()
@@ -675,7 +713,7 @@ cdef class FramedRing:
                         self.hdr.count -= 1
                         self.hdr.stream_writer = STREAM_IDLE
                         if admitted:
-                            self.hdr.pending += 1
+                            self._admit_pending(1)
                     else:
                         self.hdr.stream_writer = STREAM_ABANDONED
                     claimed = False
@@ -713,7 +751,8 @@ cdef class FramedRing:
         cdef int r
         cdef bint spun = False
         cdef object got
-        self._lock()
+        if self._lock(deadline):
+            return None     # a live process keeps the lock past our deadline
         try:
             while True:
                 r = self.hdr.stream_reader
@@ -824,7 +863,7 @@ cdef class FramedRing:
                         self._unlock()
                         with nogil:
                             self._copy_out(head, dst + off, n if off + n <= length else length - off)
-                        self._lock(False)
+                            self._relock()
                     fastmp_store_release_u64(&self.hdr.head, head + n)
                     self.hdr.stream_remaining -= n
                     self._wake_writers()
@@ -848,6 +887,7 @@ cdef class FramedRing:
             raise
         self.hdr.stream_reader = STREAM_IDLE
         self._wake_readers(True)
+        self._wake_writers()    # a new stream may be waiting for this one to end
         if discard:
             return None
         return (kind & ~(<uint32_t>KIND_WRITABLE), body)

@@ -53,7 +53,9 @@ cdef double deadline_after(object timeout, bint block) except? -1.0
 cdef bint pid_alive(int pid) noexcept nogil
 
 cdef int mutex_init(pthread_mutex_t* m) except -1
-cdef int mutex_acquire(pthread_mutex_t* m, repair_fn repair, void* state) except -1
+cdef double LOCK_GRACE
+cdef int mutex_acquire(pthread_mutex_t* m, repair_fn repair, void* state,
+                   double deadline, double patience) except -1
 cdef void mutex_release(pthread_mutex_t* m) noexcept nogil
 cdef int wait_slice(uint32_t* sequence, uint32_t seen, pthread_mutex_t* m, double deadline,
                    repair_fn repair, void* state) noexcept nogil

@@ -36,6 +36,10 @@ cdef extern from "<signal.h>" nogil:
     int kill(int pid, int sig)
 
 WAIT_SLICE = 0.05
+# A call whose deadline has passed (block=False, timeout=0) still waits this
+# long for the lock: holders keep it only for a copy, and giving up at once
+# would make get_nowait fail whenever a put happens to be copying.
+LOCK_GRACE = 1e-3
 
 
 cdef double monotonic() noexcept nogil:
@@ -99,12 +103,19 @@ cdef inline void _abs_time(timespec* ts, int clk, double seconds_from_now) noexc
     ts.tv_nsec = ns % 1000000000
 
 
-cdef int mutex_acquire(pthread_mutex_t* m, repair_fn repair, void* state) except -1:
-    """Lock `m`.  Uncontended: one trylock with the GIL held (~30 ns).
-    Contended: block with the GIL released, in slices, checking signals."""
+cdef int mutex_acquire(pthread_mutex_t* m, repair_fn repair, void* state,
+                       double deadline, double patience) except -1:
+    """Lock `m`: 0 once held, 1 if it could not be had before `deadline`
+    (or `patience` seconds, if sooner; never less than LOCK_GRACE).
+
+    Uncontended: one trylock with the GIL held (~30 ns).  Contended: a short
+    spin, then a sleep with the GIL released, in slices, checking signals.
+    A live process that keeps the lock (stopped with Ctrl-Z, say) therefore
+    delays callers only until their own timeouts, as in multiprocessing."""
     cdef int rc = pthread_mutex_trylock(m)
     cdef timespec ts
     cdef int spins
+    cdef double now, limit, seconds
     if rc == 0:
         return 0
     if rc == EOWNERDEAD:
@@ -112,6 +123,12 @@ cdef int mutex_acquire(pthread_mutex_t* m, repair_fn repair, void* state) except
         return 0
     if rc != EBUSY:
         raise OSError(rc, "pthread_mutex_trylock failed")
+    now = monotonic()
+    limit = deadline
+    if now + patience < limit:
+        limit = now + patience
+    if limit < now + LOCK_GRACE:
+        limit = now + LOCK_GRACE
     while True:
         with nogil:
             # The holder only ever holds the lock for a copy: a short spin
@@ -125,10 +142,15 @@ cdef int mutex_acquire(pthread_mutex_t* m, repair_fn repair, void* state) except
                     break
                 spins += 1
             if rc == EBUSY:
-                # pthread_mutex_timedlock takes CLOCK_REALTIME; only the slice
-                # length matters here, so a clock jump merely shortens a slice.
-                _abs_time(&ts, CLOCK_REALTIME, WAIT_SLICE)
-                rc = pthread_mutex_timedlock(m, &ts)
+                now = monotonic()
+                seconds = limit - now
+                if seconds > WAIT_SLICE:
+                    seconds = WAIT_SLICE
+                if seconds > 0:
+                    # pthread_mutex_timedlock takes CLOCK_REALTIME; only the
+                    # slice length matters, so a clock jump merely shortens it.
+                    _abs_time(&ts, CLOCK_REALTIME, seconds)
+                    rc = pthread_mutex_timedlock(m, &ts)
             if rc == EOWNERDEAD:
                 _recover(m, repair, state)
                 rc = 0
@@ -138,6 +160,8 @@ cdef int mutex_acquire(pthread_mutex_t* m, repair_fn repair, void* state) except
             raise OSError(rc, "pthread_mutex_timedlock failed")
         if PyErr_CheckSignals() != 0:
             return -1
+        if monotonic() >= limit:
+            return 1
 
 
 cdef void mutex_release(pthread_mutex_t* m) noexcept nogil:

@@ -192,7 +192,7 @@ class Queue:
         ring = self._ring
         if self._unflushed:
             # Earlier messages of this process are still buffered: stay behind them.
-            status = ring.admit(records, block, timeout)
+            status = ring.admit(records, block, timeout, ROOM_WAIT if block else 0.0)
         else:
             status = ring.put_many(records, block, timeout, ROOM_WAIT if block else 0.0)
         if status:
@@ -201,14 +201,15 @@ class Queue:
     def _after_put(self, status, records):
         if status == _FULL:
             raise Full
-        if status == _ADMITTED:
-            self._buffer_admitted(records)
-
-    def _buffer_admitted(self, records):
+        # Admitted: counted in the ring's `pending`, written with
+        # put_admitted.  Uncounted (the lock was unavailable): written with
+        # an ordinary blocking put_many.
+        counted = status == _ADMITTED
         with self._notempty:
             if self._thread is None:
                 self._start_thread()
-            self._buffer.extend(detach(kind, body) for kind, body in records)
+            self._buffer.extend((kind, body, counted) for kind, body in
+                                (detach(kind, body) for kind, body in records))
             self._unflushed += len(records)
             self._notempty.notify()
 
@@ -250,7 +251,20 @@ class Queue:
                         break
                     batch.append(record)
             if batch:
-                ring.put_admitted(batch)
+                # Consecutive runs of counted / uncounted records, in order.
+                start = 0
+                while start < len(batch):
+                    counted = batch[start][2]
+                    end = start
+                    while end < len(batch) and batch[end][2] == counted:
+                        end += 1
+                    run = [(kind, body) for kind, body, _ in batch[start:end]]
+                    if counted:
+                        ring.put_admitted(run)
+                    else:
+                        for record in run:
+                            ring.put_many([record])
+                    start = end
                 queue = queue_ref()
                 if queue is not None:
                     with notempty:

@@ -532,11 +532,6 @@ def test_stream_reader_killed_mid_message(start_method, procs, leak_guard):
     leak_guard.check()
 
 
-@pytest.mark.xfail(reason="BUG: a reader that died mid-stream after the writer had finished "
-                          "leaves stream_reader set; the next streaming writer that finds the ring "
-                          "full takes that dead pid for its own reader and drops everything after "
-                          "head: other producers' complete messages and its own (its put returns "
-                          "success)", strict=True)
 @pytest.mark.timeout(60)
 def test_dead_stream_reader_is_not_blamed_for_the_next_stream(procs):
     """A reader dies in the middle of a message slightly larger than the
@@ -747,9 +742,6 @@ def _timed_call(op, q):
         q.put("y", timeout=0.2)
 
 
-@pytest.mark.xfail(reason="BUG: get/put ignore block=False and timeout while another live process "
-                          "holds the ring's lock (e.g. stopped mid-put): they wait for the lock "
-                          "with no deadline", strict=True)
 @pytest.mark.parametrize("op", ["get_nowait", "get_timeout", "put_nowait_unbounded",
                                 "put_timeout_full"])
 @pytest.mark.timeout(30)
