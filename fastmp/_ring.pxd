@@ -18,8 +18,9 @@ cdef extern from "_ring_layout.h":
         uint32_t not_empty
         uint32_t not_full
         uint64_t tail
+        int64_t written
         uint64_t head
-        int64_t count
+        int64_t taken
         int64_t pending
         int32_t readers_waiting
         int32_t writers_waiting

@@ -22,9 +22,10 @@ A record may wrap the end of the data area; it is then copied in two pieces.
   without the mutex, because the stream owner alone may touch those bytes.
   A stream whose writer or reader dies (or gives up on Ctrl-C) is cleaned up
   by whoever is blocked behind it: nothing hangs, and the ring stays framed.
-* `count` (records in the ring) and `pending` (messages admitted against
+* `written - taken` (records in the ring; each side counts on its own cache
+  line) and `pending` (messages admitted against
   `maxsize` but still buffered in a producer) implement maxsize.  After a
-  process dies holding the mutex, `count` is recomputed from the records.
+  process dies holding the mutex, the record count is recomputed from the records.
 
 Blocking: spin (set_spin_seconds, 20 us by default) polling `tail` (readers) or `head`
 (writers) without the lock, then sleep on a futex sequence in slices;
@@ -193,8 +194,8 @@ cdef void _repair_ring(void* state) noexcept nogil:
     """Runs with the mutex held after its previous owner died (EOWNERDEAD).
 
     head and tail are single aligned stores published after the copies they
-    cover, so they are right.  `count` may have missed its update: recount
-    the records between head and tail."""
+    cover, so they are right.  The record counters may have missed their
+    update: recount the records between head and tail."""
     cdef fastmp_ring_header* hdr = <fastmp_ring_header*>state
     cdef char* data = <char*>hdr + hdr.header_size
     cdef uint64_t cap = hdr.capacity
@@ -218,7 +219,7 @@ cdef void _repair_ring(void* state) noexcept nogil:
         if _record_size(rh.length) > cap:
             break               # a stream: its body may still be arriving
         pos += _record_size(rh.length)
-    hdr.count = n
+    hdr.taken = hdr.written - n
 
 
 @cython.final
@@ -276,7 +277,7 @@ cdef class FramedRing:
 
     @property
     def count(self):
-        return self.hdr.count
+        return self.hdr.written - self.hdr.taken
 
     @property
     def pending(self):
@@ -486,7 +487,7 @@ cdef class FramedRing:
         self._unlock()
 
     cdef bint _count_allows(self, Py_ssize_t k, bint admitted) noexcept nogil:
-        return admitted or self.maxsize <= 0 or self.hdr.count + self.hdr.pending + k <= self.maxsize
+        return admitted or self.maxsize <= 0 or self.hdr.written - self.hdr.taken + self.hdr.pending + k <= self.maxsize
 
     def admit(self, records, bint block=True, object timeout=None,
               double room_wait=INFINITY):
@@ -572,7 +573,7 @@ cdef class FramedRing:
                         parts.copy_range(self, pos + RECORD_HEADER, 0, length)
                 pos += _record_size(length)
             fastmp_store_release_u64(&self.hdr.tail, pos)
-            self.hdr.count += k
+            self.hdr.written += k
             if admitted:
                 self._drop_pending(k)
             self._wake_readers(k > 1)
@@ -604,7 +605,7 @@ cdef class FramedRing:
             if self.hdr.head <= self.hdr.stream_start:
                 # Nobody started reading it: retract the partial message.
                 fastmp_store_release_u64(&self.hdr.tail, self.hdr.stream_start)
-                self.hdr.count -= 1
+                self.hdr.written -= 1
             self.hdr.stream_writer = STREAM_IDLE
         elif r == STREAM_ABANDONED or not pid_alive(r):
             # Both ends gone: everything after head belongs to the dead stream.
@@ -659,7 +660,7 @@ cdef class FramedRing:
             rh.reserved = 0
             self._copy_in(self.hdr.tail, <const char*>&rh, RECORD_HEADER)
             fastmp_store_release_u64(&self.hdr.tail, self.hdr.tail + RECORD_HEADER)
-            self.hdr.count += 1
+            self.hdr.written += 1
             if admitted:
                 self._drop_pending(1)
             self._wake_readers(True)
@@ -697,7 +698,7 @@ cdef class FramedRing:
                     # No reader is coming soon: take the message back so the
                     # caller can buffer it (an unbounded put must not block).
                     fastmp_store_release_u64(&self.hdr.tail, self.hdr.stream_start)
-                    self.hdr.count -= 1
+                    self.hdr.written -= 1
                     self._admit_pending(1)
                     self.hdr.stream_writer = STREAM_IDLE
                     claimed = False
@@ -710,7 +711,7 @@ cdef class FramedRing:
                     # it abandoned; the reader discards it.
                     if self.hdr.stream_reader == STREAM_IDLE and self.hdr.head <= self.hdr.stream_start:
                         fastmp_store_release_u64(&self.hdr.tail, self.hdr.stream_start)
-                        self.hdr.count -= 1
+                        self.hdr.written -= 1
                         self.hdr.stream_writer = STREAM_IDLE
                         if admitted:
                             self._admit_pending(1)
@@ -788,7 +789,7 @@ cdef class FramedRing:
         cdef uint64_t pos = self.hdr.head
         cdef object body = self._copy_body(pos, rh)
         fastmp_store_release_u64(&self.hdr.head, pos + _record_size(rh.length))
-        self.hdr.count -= 1
+        self.hdr.taken += 1
         self._wake_writers()
         return (rh.kind & ~(<uint32_t>KIND_WRITABLE), body)
 
@@ -819,7 +820,7 @@ cdef class FramedRing:
             n += 1
         # Copied out: now the records may be overwritten.
         fastmp_store_release_u64(&self.hdr.head, pos)
-        self.hdr.count -= n
+        self.hdr.taken += n
         self._wake_writers()
         return out
 
@@ -844,7 +845,7 @@ cdef class FramedRing:
             self.hdr.stream_reader = getpid()
             self.hdr.stream_remaining = padded
             fastmp_store_release_u64(&self.hdr.head, self.hdr.head + RECORD_HEADER)
-            self.hdr.count -= 1
+            self.hdr.taken += 1
             self._wake_writers()
         else:
             self.hdr.stream_reader = getpid()

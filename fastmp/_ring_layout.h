@@ -32,14 +32,18 @@ typedef struct {
     _Alignas(64) uint32_t not_empty;
     _Alignas(64) uint32_t not_full;
 
-    /* writer-owned line: end of the published data */
+    /* writer-owned line: end of the published data, and records published.
+     * Readers only read it, so in the hot path it moves one way. */
     _Alignas(64) uint64_t tail;
-    /* reader-owned line: start of the unread data */
+    int64_t written;
+    /* reader-owned line: start of the unread data, and records taken */
     _Alignas(64) uint64_t head;
+    int64_t taken;
 
     /* bookkeeping: read and written only under the mutex */
-    _Alignas(64) int64_t count;   /* records published and not yet taken */
-    int64_t pending;              /* messages admitted (maxsize) but still in a
+    /* (records in the ring = written - taken: no field that both sides
+     * write on every message) */
+    _Alignas(64) int64_t pending;              /* messages admitted (maxsize) but still in a
                                      producer's local buffer, not in the ring */
     int32_t readers_waiting;      /* asleep on not_empty; a waiter killed while
                                      asleep leaves this too high: harmless,
