@@ -385,22 +385,15 @@ cdef class FramedRing:
         """Mutex held on entry and exit.  Sleep one slice on not_empty
         (readers) or not_full (writers).  Returns 1 once the deadline has
         passed.  Raises KeyboardInterrupt & co. with the mutex still held."""
+        cdef uint32_t* sequence = &self.hdr.not_empty if for_readers else &self.hdr.not_full
+        cdef int32_t* sleepers = &self.hdr.readers_waiting if for_readers else &self.hdr.writers_waiting
+        cdef uint32_t seen = sequence[0]
         cdef int expired
-        cdef uint32_t seen
-        if for_readers:
-            self.hdr.readers_waiting += 1
-            seen = self.hdr.not_empty
-            with nogil:
-                expired = wait_slice(&self.hdr.not_empty, seen, &self.hdr.mutex, deadline,
-                                     _repair_ring, <void*>self.hdr)
-            self.hdr.readers_waiting -= 1
-        else:
-            self.hdr.writers_waiting += 1
-            seen = self.hdr.not_full
-            with nogil:
-                expired = wait_slice(&self.hdr.not_full, seen, &self.hdr.mutex, deadline,
-                                     _repair_ring, <void*>self.hdr)
-            self.hdr.writers_waiting -= 1
+        sleepers[0] += 1
+        with nogil:
+            expired = wait_slice(sequence, seen, &self.hdr.mutex, deadline, _repair_ring,
+                                 <void*>self.hdr)
+        sleepers[0] -= 1
         PyErr_CheckSignals()
         return expired
 
