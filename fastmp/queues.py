@@ -18,6 +18,7 @@ unless cancel_join_thread() was called.
 import collections
 import os
 import threading
+import traceback
 import types
 import weakref
 from multiprocessing import context as _mp_context
@@ -238,40 +239,54 @@ class Queue:
 
     @staticmethod
     def _feed(queue_ref, ring, buffer, notempty):
+        stopping = False
         while True:
             with notempty:
-                while not buffer:
+                while not buffer and not stopping:
                     notempty.wait()
                 batch = []
-                stop = False
                 while buffer and len(batch) < 4096:
                     record = buffer.popleft()
                     if record is _SENTINEL:
-                        stop = True
-                        break
+                        stopping = True  # close(): flush what is left, then end
+                        continue
                     batch.append(record)
             if batch:
-                # Consecutive runs of counted / uncounted records, in order.
-                start = 0
-                while start < len(batch):
-                    counted = batch[start][2]
-                    end = start
-                    while end < len(batch) and batch[end][2] == counted:
-                        end += 1
-                    run = [(kind, body) for kind, body, _ in batch[start:end]]
-                    if counted:
-                        ring.put_admitted(run)
-                    else:
-                        for record in run:
-                            ring.put_many([record])
-                    start = end
+                Queue._write_buffered(ring, batch)
                 queue = queue_ref()
                 if queue is not None:
                     with notempty:
                         queue._unflushed -= len(batch)
                 del queue
-            if stop and not buffer:
+            if stopping and not buffer:
                 return
+
+    @staticmethod
+    def _write_buffered(ring, batch):
+        """Write (kind, body, counted) records in order: runs of counted ones
+        (already in the ring's `pending`) with put_admitted, uncounted ones
+        (buffered while the lock was unavailable) with a blocking put_many."""
+        start = 0
+        while start < len(batch):
+            counted = batch[start][2]
+            end = start
+            while end < len(batch) and batch[end][2] == counted:
+                end += 1
+            run = [(kind, body) for kind, body, _ in batch[start:end]]
+            try:
+                if counted:
+                    ring.put_admitted(run)
+                else:
+                    for record in run:
+                        ring.put_many([record])
+            except Exception:
+                # As multiprocessing's feeder does: report and keep going, so
+                # one failure does not silently stop this producer's queue.
+                # The run is lost; give back the slots it held against maxsize.
+                traceback.print_exc()
+                if counted:
+                    ring.release_admitted(len(run))
+            start = end
 
 
 _SENTINEL = object()
