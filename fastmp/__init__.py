@@ -9,7 +9,7 @@ so the module can stand in for it as a whole.
 
 import multiprocessing as _multiprocessing
 
-from fastmp.queues import Queue
+from fastmp.queues import JoinableQueue, Queue, SimpleQueue
 
 # The rest of multiprocessing's public API, unchanged.
 for _name in _multiprocessing.__all__:
@@ -17,5 +17,5 @@ for _name in _multiprocessing.__all__:
         globals()[_name] = getattr(_multiprocessing, _name)
 del _name
 
-__all__ = sorted(set(_multiprocessing.__all__) | {"Queue"})
+__all__ = sorted(set(_multiprocessing.__all__) | {"Queue", "JoinableQueue", "SimpleQueue"})
 __version__ = "0.1.0"

@@ -1,4 +1,4 @@
-"""Type stubs for fastmp: Queue is fastmp's own; the rest is multiprocessing's."""
+"""Type stubs for fastmp: Queue, JoinableQueue and SimpleQueue are fastmp's own; the rest is multiprocessing's."""
 from multiprocessing import (
     Array as Array,
     AuthenticationError as AuthenticationError,
@@ -7,7 +7,6 @@ from multiprocessing import (
     BufferTooShort as BufferTooShort,
     Condition as Condition,
     Event as Event,
-    JoinableQueue as JoinableQueue,
     Lock as Lock,
     Manager as Manager,
     Pipe as Pipe,
@@ -18,7 +17,6 @@ from multiprocessing import (
     RawArray as RawArray,
     RawValue as RawValue,
     Semaphore as Semaphore,
-    SimpleQueue as SimpleQueue,
     TimeoutError as TimeoutError,
     Value as Value,
     active_children as active_children,
@@ -38,7 +36,9 @@ from multiprocessing import (
     set_start_method as set_start_method,
 )
 
+from fastmp.queues import JoinableQueue as JoinableQueue
 from fastmp.queues import Queue as Queue
+from fastmp.queues import SimpleQueue as SimpleQueue
 
 __version__: str
 __all__: list[str]

@@ -16,7 +16,7 @@ unless cancel_join_thread() was called.
 """
 
 import collections
-import os
+import multiprocessing
 import threading
 import traceback
 import types
@@ -30,7 +30,7 @@ from fastmp._ring import PUT_ADMITTED_ as _ADMITTED
 from fastmp._ring import PUT_FULL_ as _FULL
 from fastmp._ring import FramedRing
 
-__all__ = ["Queue", "DEFAULT_CAPACITY"]
+__all__ = ["Queue", "JoinableQueue", "SimpleQueue", "DEFAULT_CAPACITY"]
 
 #: Default ring size in bytes.  A message larger than the ring still goes
 #: through (it streams, in chunks, while a reader drains it).
@@ -290,3 +290,111 @@ class Queue:
 
 
 _SENTINEL = object()
+
+
+class JoinableQueue(Queue):
+    """fastmp.Queue plus task_done() and join(), as multiprocessing.JoinableQueue.
+
+    The count of unfinished tasks is the standard library's: a process-shared
+    semaphore and condition from `ctx` (the default context if None).  A put
+    counts its task before the message becomes visible, so a consumer's
+    task_done() can never overtake it.
+    """
+
+    def __init__(self, maxsize=0, *, capacity=DEFAULT_CAPACITY, ctx=None):
+        Queue.__init__(self, maxsize, capacity=capacity, ctx=ctx)
+        ctx = ctx if ctx is not None else multiprocessing.get_context()
+        self._unfinished_tasks = ctx.Semaphore(0)
+        self._cond = ctx.Condition()
+
+    def __getstate__(self):
+        return Queue.__getstate__(self) + (self._cond, self._unfinished_tasks)
+
+    def __setstate__(self, state):
+        Queue.__setstate__(self, state[:-2])
+        self._cond, self._unfinished_tasks = state[-2:]
+
+    def put(self, obj, block=True, timeout=None):
+        self._counted_put(Queue.put, obj, 1, block, timeout)
+
+    def put_many(self, xs, block=True, timeout=None):
+        xs = list(xs)
+        self._counted_put(Queue.put_many, xs, len(xs), block, timeout)
+
+    def _counted_put(self, put, payload, tasks, block, timeout):
+        if self._closed:
+            raise ValueError(f"Queue {self!r} is closed")
+        with self._cond:
+            for _ in range(tasks):
+                self._unfinished_tasks.release()
+        try:
+            put(self, payload, block, timeout)
+        except BaseException:
+            # Nothing was put (put and put_many are all or nothing): uncount.
+            with self._cond:
+                for _ in range(tasks):
+                    self._unfinished_tasks.acquire(False)
+                if self._unfinished_tasks._semlock._is_zero():
+                    self._cond.notify_all()
+            raise
+
+    def task_done(self):
+        with self._cond:
+            if not self._unfinished_tasks.acquire(False):
+                raise ValueError('task_done() called too many times')
+            if self._unfinished_tasks._semlock._is_zero():
+                self._cond.notify_all()
+
+    def join(self):
+        with self._cond:
+            while not self._unfinished_tasks._semlock._is_zero():
+                self._cond.wait()
+
+
+class SimpleQueue:
+    """multiprocessing.SimpleQueue over a shared-memory ring: get(), put(obj),
+    empty(), close().
+
+    As with the standard library's (a locked pipe), put blocks while the ring
+    is full and get blocks until a message arrives; there is no feeder thread.
+    After close(), every call raises OSError("handle is closed").
+    """
+
+    __class_getitem__ = classmethod(types.GenericAlias)
+
+    def __init__(self, *, capacity=DEFAULT_CAPACITY, ctx=None):
+        if not isinstance(capacity, int):
+            raise TypeError(f"capacity must be an int (bytes), not {type(capacity).__name__}")
+        self._ring = FramedRing(capacity, 0)
+        self._closed = False
+
+    def __getstate__(self):
+        _mp_context.assert_spawning(self)
+        return (self._ring,)
+
+    def __setstate__(self, state):
+        (self._ring,) = state
+        self._closed = False
+
+    def _check_closed(self):
+        if self._closed:
+            raise OSError("handle is closed")
+
+    def close(self):
+        self._closed = True
+
+    def empty(self):
+        self._check_closed()
+        return self._ring.count <= 0
+
+    def get(self):
+        self._check_closed()
+        kind, body = self._ring.get(True, None)
+        if kind == KIND_BYTES:
+            return body
+        return decode(kind, body)
+
+    def put(self, obj):
+        self._check_closed()
+        kind, body = encode(obj)
+        self._ring.put(kind, body, True, None)
