@@ -23,13 +23,16 @@ A record may wrap the end of the data area; it is then copied in two pieces.
   A stream whose writer or reader dies (or gives up on Ctrl-C) is cleaned up
   by whoever is blocked behind it: nothing hangs, and the ring stays framed.
 * `written - taken` (records in the ring; each side counts on its own cache
-  line) and `pending` (messages admitted against
-  `maxsize` but still buffered in a producer) implement maxsize.  After a
-  process dies holding the mutex, the record count is recomputed from the records.
+  line) and `pending` (messages admitted against `maxsize` but still
+  buffered in a producer) implement maxsize.  After a process dies holding
+  the mutex, the record count is recomputed from the records.
+* Lock waits have deadlines: a live process that keeps the lock (stopped
+  mid-put) delays others only until their own timeouts.
 
-Blocking: spin (set_spin_seconds, 20 us by default) polling `tail` (readers) or `head`
-(writers) without the lock, then sleep on a futex sequence in slices;
-waiter counts let the other side skip the wake-up call when nobody sleeps.
+Blocking: spin (set_spin_seconds, 20 us by default) polling `tail` (readers)
+or `head` (writers) without the lock, then sleep on a futex sequence in
+slices; waiter counts let the other side skip the wake-up call when nobody
+sleeps.
 """
 
 cimport cython
@@ -39,7 +42,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromSt
 from cpython.exc cimport PyErr_CheckSignals
 from libc.math cimport INFINITY
 from libc.stdlib cimport calloc, free
-from libc.string cimport memcpy, memset
+from libc.string cimport memcpy
 from posix.unistd cimport getpid
 
 from fastmp._buffer cimport LARGE_MESSAGE, LargeBuffer, new_large_buffer

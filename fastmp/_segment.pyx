@@ -11,7 +11,7 @@ the descriptor when the segment is pickled for it (multiprocessing's DupFd,
 allowed only while a process is being started) and maps it again.
 """
 
-from libc.errno cimport errno, EINTR
+from libc.errno cimport errno
 from libc.string cimport strerror
 from posix.unistd cimport close, ftruncate
 

@@ -27,7 +27,6 @@ from libc.errno cimport EBUSY, ETIMEDOUT, EPERM, errno
 from libc.math cimport isnan, INFINITY
 from cpython.exc cimport PyErr_CheckSignals
 
-import math
 
 cdef extern from "<errno.h>":
     int EOWNERDEAD
