@@ -376,25 +376,24 @@ class SimpleQueue:
         (self._ring,) = state
         self._closed = False
 
-    def _check_closed(self):
-        if self._closed:
-            raise OSError("handle is closed")
-
     def close(self):
         self._closed = True
 
     def empty(self):
-        self._check_closed()
+        if self._closed:
+            raise OSError("handle is closed")
         return self._ring.count <= 0
 
     def get(self):
-        self._check_closed()
+        if self._closed:
+            raise OSError("handle is closed")
         kind, body = self._ring.get(True, None)
         if kind == KIND_BYTES:
             return body
         return decode(kind, body)
 
     def put(self, obj):
-        self._check_closed()
+        if self._closed:
+            raise OSError("handle is closed")
         kind, body = encode(obj)
         self._ring.put(kind, body, True, None)
