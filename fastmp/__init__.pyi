@@ -25,7 +25,6 @@ from multiprocessing import (
     current_process as current_process,
     freeze_support as freeze_support,
     get_all_start_methods as get_all_start_methods,
-    get_context as get_context,
     get_logger as get_logger,
     get_start_method as get_start_method,
     log_to_stderr as log_to_stderr,
@@ -36,6 +35,7 @@ from multiprocessing import (
     set_start_method as set_start_method,
 )
 
+from fastmp.context import get_context as get_context
 from fastmp.queues import JoinableQueue as JoinableQueue
 from fastmp.queues import Queue as Queue
 from fastmp.queues import SimpleQueue as SimpleQueue

@@ -1,0 +1,75 @@
+"""fastmp.get_context(): multiprocessing contexts whose queues are fastmp's.
+
+Each context subclasses the standard library's context for its start method
+(so it *is* a multiprocessing.context.BaseContext, its Process is that
+method's Process class, and every primitive fastmp does not reimplement is
+the standard library's), and overrides the primitives fastmp provides.
+
+SimpleQueue and Pipe stay the standard library's here for now: Pool and
+concurrent.futures.ProcessPoolExecutor call ctx.SimpleQueue() and then reach
+into its pipe (`_reader`, `_writer`, `_rlock`, and
+multiprocessing.connection.wait on `_reader`), which needs a real
+descriptor-backed Connection; fastmp.SimpleQueue has none yet.  So
+ctx.Pool(...) and ProcessPoolExecutor(mp_context=ctx) work unchanged, and
+fastmp.SimpleQueue remains available directly.
+"""
+
+import multiprocessing
+from multiprocessing import context as _mp_context
+
+from fastmp import queues
+
+__all__ = ["get_context", "ForkContext", "SpawnContext", "ForkServerContext"]
+
+
+class _FastmpPrimitives:
+    """The primitives fastmp reimplements, made for this context."""
+
+    def Queue(self, maxsize=0, *, capacity=queues.DEFAULT_CAPACITY):
+        """A fastmp.Queue (see fastmp.queues.Queue)."""
+        return queues.Queue(maxsize, capacity=capacity, ctx=self.get_context())
+
+    def JoinableQueue(self, maxsize=0, *, capacity=queues.DEFAULT_CAPACITY):
+        """A fastmp.JoinableQueue whose task count belongs to this context."""
+        return queues.JoinableQueue(maxsize, capacity=capacity, ctx=self.get_context())
+
+    def get_context(self, method=None):
+        if method is None:
+            return self
+        return get_context(method)
+
+
+class ForkContext(_FastmpPrimitives, _mp_context.ForkContext):
+    pass
+
+
+class SpawnContext(_FastmpPrimitives, _mp_context.SpawnContext):
+    pass
+
+
+class ForkServerContext(_FastmpPrimitives, _mp_context.ForkServerContext):
+    pass
+
+
+_CONTEXTS = {
+    "fork": ForkContext(),
+    "spawn": SpawnContext(),
+    "forkserver": ForkServerContext(),
+}
+
+
+def get_context(method=None):
+    """The fastmp context for `method` ("fork", "spawn" or "forkserver").
+
+    None means the start method multiprocessing would use now: the one set
+    with set_start_method, else the platform's default.  As with
+    multiprocessing.get_context, asking does not fix the start method."""
+    if method is None:
+        method = (multiprocessing.get_start_method(allow_none=True)
+                  or multiprocessing.get_all_start_methods()[0])
+    try:
+        ctx = _CONTEXTS[method]
+    except (KeyError, TypeError):
+        raise ValueError(f"cannot find context for {method!r}") from None
+    ctx._check_available()
+    return ctx
