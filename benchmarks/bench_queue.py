@@ -610,6 +610,51 @@ def _gist(error):
     return lines[0] if len(lines) < 2 else f"{lines[0]} ... {lines[-1]}"
 
 
+def run_scenarios(scenarios, row_figures, *, repeats, target_seconds, progress):
+    """Run each scenario side by side; returns (results, figures_by_row,
+    failures, report): results as (scenario, series, skipped, rows) tuples,
+    figures by row key, one line per failed subject, and the JSON report."""
+    results, figures_by_row, failures, report = [], {}, [], {}
+    for scenario in scenarios:
+        series, skipped = run_scenario(scenario, repeats=repeats, target_seconds=target_seconds,
+                                       progress=progress)
+        rows = {row.key: row_figures(row, series) for row in scenario.rows}
+        figures_by_row.update(rows)
+        results.append((scenario, series, skipped, rows))
+        for key, s in series.items():
+            if s.error:
+                failures.append(f"{scenario.name} / {key}: {_gist(s.error)}")
+        report[scenario.name] = {
+            "title": scenario.title,
+            "skipped": skipped,
+            "subjects": {key: {"runs": s.runs, "discarded_runs": s.discarded, "error": s.error}
+                         for key, s in series.items()},
+            "rows": rows,
+        }
+    return results, figures_by_row, failures, report
+
+
+def print_preamble(title, *, quick, elapsed, env, libraries, repeats, target_seconds):
+    print(f"# {title} benchmark ({'quick' if quick else 'full'} run, {elapsed:.0f} s)\n")
+    print(f"Python {env['python']}, {env['cpus']} CPUs, {env['platform']}; workers started with "
+          f"fork; {libraries}.")
+    print(f"Each figure is the median of {repeats} runs of ~{target_seconds} s (steady state, "
+          f"after a warm-up), runs interleaved across implementations; {env['malloc']}.")
+
+
+def print_failures(failures):
+    if failures:
+        print("\n## Failures\n")
+        for failure in failures:
+            print(f"* {failure}")
+        print("\n(full worker tracebacks are in the --json output)")
+
+
+def write_json(path, payload):
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(payload, indent=2, default=str) + "\n")
+
+
 def environment():
     def version(module):
         return getattr(module, "__version__", None) if module is not None else None
@@ -655,32 +700,15 @@ def main(argv=None):
     chosen = [SCENARIOS_BY_NAME[name] for name in args.only] if args.only else SCENARIOS
 
     began = time.monotonic()
-    results, figures_by_row, failures, report = [], {}, [], {}
-    for scenario in chosen:
-        series, skipped = run_scenario(scenario, repeats=repeats, target_seconds=target_seconds,
-                                       progress=progress)
-        rows = {row.key: row_figures(row, series) for row in scenario.rows}
-        figures_by_row.update(rows)
-        results.append((scenario, series, skipped, rows))
-        for key, s in series.items():
-            if s.error:
-                failures.append(f"{scenario.name} / {key}: {_gist(s.error)}")
-        report[scenario.name] = {
-            "title": scenario.title,
-            "skipped": skipped,
-            "subjects": {key: {"runs": s.runs, "discarded_runs": s.discarded, "error": s.error}
-                         for key, s in series.items()},
-            "rows": rows,
-        }
+    results, figures_by_row, failures, report = run_scenarios(
+        chosen, row_figures, repeats=repeats, target_seconds=target_seconds, progress=progress)
     elapsed = time.monotonic() - began
 
-    print(f"# fastmp.Queue benchmark ({'quick' if args.quick else 'full'} run, "
-          f"{elapsed:.0f} s)\n")
-    print(f"Python {env['python']}, {env['cpus']} CPUs, {env['platform']}; workers started with "
-          f"fork; fastmp {env['fastmp']}; faster-fifo {env['faster_fifo'] or 'not installed'}; "
-          f"numpy {env['numpy'] or 'not installed'}.")
-    print(f"Each figure is the median of {repeats} runs of ~{target_seconds} s (steady state, "
-          f"after a warm-up), runs interleaved across implementations; {env['malloc']}.")
+    print_preamble("fastmp.Queue", quick=args.quick, elapsed=elapsed, env=env,
+                   libraries=(f"fastmp {env['fastmp']}; faster-fifo "
+                              f"{env['faster_fifo'] or 'not installed'}; "
+                              f"numpy {env['numpy'] or 'not installed'}"),
+                   repeats=repeats, target_seconds=target_seconds)
     print("Buffers: fastmp capacity 1 MiB (its default) and faster-fifo max_size_bytes 1 MiB, "
           "except for 64 MB arrays: faster-fifo 65 MiB (it needs the whole message to fit) and "
           "fastmp both 1 MiB and 65 MiB.  MB = 10^6 bytes.\n")
@@ -699,18 +727,12 @@ def main(argv=None):
                             for key, why in skipped.items()})
     if skipped_notes:
         print("\nSkipped: " + "; ".join(skipped_notes))
-    if failures:
-        print("\n## Failures\n")
-        for failure in failures:
-            print(f"* {failure}")
-        print("\n(full worker tracebacks are in the --json output)")
+    print_failures(failures)
 
     if args.json:
-        payload = {"environment": env, "quick": args.quick, "repeats": repeats,
-                   "target_seconds": target_seconds, "elapsed_seconds": elapsed,
-                   "scenarios": report}
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(payload, indent=2, default=str) + "\n")
+        write_json(args.json, {"environment": env, "quick": args.quick, "repeats": repeats,
+                               "target_seconds": target_seconds, "elapsed_seconds": elapsed,
+                               "scenarios": report})
     return 1 if failures else 0
 
 

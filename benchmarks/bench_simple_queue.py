@@ -15,14 +15,13 @@ worker is stopped whatever happens.
 """
 
 import argparse
-import json
 import sys
 import time
-from pathlib import Path
 
 from bench_queue import (
-    SMALL_BUFFER, Flavour, Row, Scenario, Subject, _gist, _short, environment,
-    fastmp, run_bytes, run_pingpong, run_scenario, run_tuples,
+    SMALL_BUFFER, Flavour, Row, Scenario, Subject, _short, environment, print_failures,
+    print_preamble, run_scenarios, write_json,
+    fastmp, run_bytes, run_pingpong, run_tuples,
 )
 from _common import (
     CTX, BenchmarkFailure, Check, evaluate_checks, format_ratio, format_value, handle_sigterm,
@@ -113,15 +112,12 @@ def main(argv=None):
     env["malloc"] = pin_malloc_thresholds()  # before any worker is forked
 
     began = time.monotonic()
-    lines, figures_by_row, failures, report = [], {}, [], {}
-    for scenario in SCENARIOS:
-        series, skipped = run_scenario(scenario, repeats=repeats, target_seconds=target_seconds,
-                                       progress=progress)
-        rows = {row.key: row_figures(row, series) for row in scenario.rows}
-        figures_by_row.update(rows)
-        for key, s in series.items():
-            if s.error:
-                failures.append(f"{scenario.name} / {key}: {_gist(s.error)}")
+    results, figures_by_row, failures, report = run_scenarios(
+        SCENARIOS, row_figures, repeats=repeats, target_seconds=target_seconds, progress=progress)
+    elapsed = time.monotonic() - began
+
+    lines = []
+    for scenario, series, _, rows in results:
 
         def cell(key, value, unit):
             return "FAILED" if series[key].error else format_value(value, unit)
@@ -131,20 +127,10 @@ def main(argv=None):
             lines.append([row.label, cell("fastmp", f["fastmp"], row.unit),
                           cell("multiprocessing", f["peers"]["multiprocessing"], row.unit),
                           format_ratio(f["ratios"].get("multiprocessing"))])
-        report[scenario.name] = {
-            "title": scenario.title,
-            "subjects": {key: {"runs": s.runs, "discarded_runs": s.discarded, "error": s.error}
-                         for key, s in series.items()},
-            "rows": rows,
-        }
-    elapsed = time.monotonic() - began
 
-    print(f"# fastmp.SimpleQueue benchmark ({'quick' if args.quick else 'full'} run, "
-          f"{elapsed:.0f} s)\n")
-    print(f"Python {env['python']}, {env['cpus']} CPUs, {env['platform']}; workers started with "
-          f"fork; fastmp {env['fastmp']}.")
-    print(f"Each figure is the median of {repeats} runs of ~{target_seconds} s (steady state, "
-          f"after a warm-up), runs interleaved across implementations; {env['malloc']}.")
+    print_preamble("fastmp.SimpleQueue", quick=args.quick, elapsed=elapsed, env=env,
+                   libraries=f"fastmp {env['fastmp']}", repeats=repeats,
+                   target_seconds=target_seconds)
     print("fastmp.SimpleQueue capacity 1 MiB (its default); multiprocessing.SimpleQueue "
           "(fork context) is a locked pipe.\n")
     print("Ratios: throughput = fastmp / multiprocessing; latency = multiprocessing / fastmp.  "
@@ -157,19 +143,14 @@ def main(argv=None):
     if ratio is not None:
         measured += f" ({ratio:.2f})"  # the table's 5.0x may be 4.96
     print(f"\nTarget: {TARGET_LABEL} (small tuples): measured {measured}: {verdict}")
-    if failures:
-        print("\n## Failures\n")
-        for failure in failures:
-            print(f"* {failure}")
-        print("\n(full worker tracebacks are in the --json output)")
+    print_failures(failures)
 
     if args.json:
-        payload = {"environment": env, "quick": args.quick, "repeats": repeats,
-                   "target_seconds": target_seconds, "elapsed_seconds": elapsed,
-                   "target": {"label": TARGET_LABEL, "measured": measured, "verdict": verdict},
-                   "scenarios": report}
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(payload, indent=2, default=str) + "\n")
+        write_json(args.json, {"environment": env, "quick": args.quick, "repeats": repeats,
+                               "target_seconds": target_seconds, "elapsed_seconds": elapsed,
+                               "target": {"label": TARGET_LABEL, "measured": measured,
+                                          "verdict": verdict},
+                               "scenarios": report})
     return 1 if failures else 0
 
 
