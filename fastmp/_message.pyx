@@ -25,12 +25,15 @@ import threading
 
 from multiprocessing.reduction import ForkingPickler
 
-__all__ = ["KIND_BYTES", "KIND_PICKLE", "KIND_PICKLE_OOB", "encode", "decode", "detach"]
+__all__ = ["KIND_BYTES", "KIND_PICKLE", "KIND_PICKLE_OOB", "KIND_RAW", "encode", "decode", "detach"]
 
 cdef enum:
     _KIND_BYTES = 1
     _KIND_PICKLE = 2
     _KIND_PICKLE_OOB = 3
+    # Bytes sent with Connection.send_bytes: recv_bytes returns them as they
+    # are, recv() unpickles them (the standard library's pipes do the same).
+    _KIND_RAW = 4
     _WRITABLE = 0x100  # the ring hands such bodies back as a bytearray
 
 # High bit of the buffer count: some buffer was read-only in the sender.
@@ -39,6 +42,7 @@ cdef unsigned long long _HAS_READONLY = 1ULL << 63
 KIND_BYTES = _KIND_BYTES
 KIND_PICKLE = _KIND_PICKLE
 KIND_PICKLE_OOB = _KIND_PICKLE_OOB
+KIND_RAW = _KIND_RAW
 
 _PADDING = [b"\0" * n for n in range(8)]
 
@@ -169,7 +173,7 @@ def detach(kind, body):
 cpdef object decode(int kind, object body):
     if kind == _KIND_BYTES:
         return body
-    if kind == _KIND_PICKLE:
+    if kind == _KIND_PICKLE or kind == _KIND_RAW:
         return pickle.loads(body)
     if kind == _KIND_PICKLE_OOB:
         (n,) = struct.unpack_from("<Q", body, 0)

@@ -14,6 +14,7 @@ cdef extern from "_ring_layout.h":
         uint32_t header_size
         uint64_t capacity
         int64_t maxsize
+        uint32_t armed
         pthread_mutex_t mutex
         uint32_t not_empty
         uint32_t not_full
@@ -28,7 +29,8 @@ cdef extern from "_ring_layout.h":
         int32_t stream_reader
         uint64_t stream_start
         uint64_t stream_remaining
-        uint64_t closed_readers
+        uint32_t signalled
+        uint32_t hangups
     uint64_t FASTMP_RING_MAGIC
     uint32_t FASTMP_RING_LAYOUT_VERSION
 
@@ -54,6 +56,16 @@ cdef class FramedRing:
     cdef readonly uint64_t capacity
     cdef readonly int64_t maxsize
     cdef uint64_t stream_chunk
+    # Per process, set by a Connection (bind_connection), -1 otherwise:
+    cdef int hangup_fd      # socket that reads EOF once the other side is gone
+    cdef int ready_fd       # eventfd mirroring "records waiting" (when armed)
+    cdef uint32_t seen_hangups
+
+    cdef int _peer_gone(self) noexcept nogil
+    cdef int _check_peer_for_writer(self, bint force) except -1
+    cdef void _signal_ready(self) noexcept nogil
+    cdef void _clear_ready(self) noexcept nogil
+    cdef void _retract_stream(self, bint admitted) noexcept nogil
 
     cdef void _copy_in(self, uint64_t pos, const char* src, uint64_t n) noexcept nogil
     cdef void _copy_out(self, uint64_t pos, char* dst, uint64_t n) noexcept nogil
@@ -67,7 +79,7 @@ cdef class FramedRing:
     cdef int _spin_until_changed(self, bint for_readers, double deadline) except -1
     cdef void _wake_readers(self, bint everyone) noexcept nogil
     cdef void _wake_writers(self) noexcept nogil
-    cdef object _get(self, Py_ssize_t max_messages, double deadline)
+    cdef object _get(self, Py_ssize_t max_messages, double deadline, int64_t max_length=*)
     cdef object _take(self, Py_ssize_t max_n)
     cdef object _take_one(self, record_header* rh)
     cdef object _copy_body(self, uint64_t pos, record_header* rh)

@@ -29,6 +29,14 @@ A record may wrap the end of the data area; it is then copied in two pieces.
 * Lock waits have deadlines: a live process that keeps the lock (stopped
   mid-put) delays others only until their own timeouts.
 
+A ring that is one direction of a Pipe is bound, per process, to two
+descriptors (bind_connection): a hang-up socket, which reads EOF once every
+handle of the other end is closed (the kernel counts handles across fork,
+spawn and death), and an eventfd that mirrors "records are waiting" once a
+reader has asked for a descriptor to select on (arm).  Then a get on an empty
+ring whose writers are gone raises EOFError, and a put whose readers are gone
+raises BrokenPipeError, as they do on the standard library's pipes.
+
 Blocking: spin (set_spin_seconds, 20 us by default) polling `tail` (readers)
 or `head` (writers) without the lock, then sleep on a futex sequence in
 slices; waiter counts let the other side skip the wake-up call when nobody
@@ -43,7 +51,7 @@ from cpython.exc cimport PyErr_CheckSignals
 from libc.math cimport INFINITY
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy
-from posix.unistd cimport getpid
+from posix.unistd cimport getpid, read, write
 
 from fastmp._buffer cimport LARGE_MESSAGE, LargeBuffer, new_large_buffer
 from fastmp._segment cimport Segment
@@ -55,6 +63,12 @@ from fastmp._sync cimport (
 
 cdef extern from "<errno.h>":
     int EOWNERDEAD
+    int EPIPE
+
+cdef extern from "<sys/socket.h>" nogil:
+    ssize_t recv(int fd, void* buf, size_t n, int flags)
+    int MSG_PEEK
+    int MSG_DONTWAIT
 
 cdef enum:
     RECORD_HEADER = 16
@@ -233,6 +247,10 @@ cdef class FramedRing:
     messages (as multiprocessing.Queue's maxsize), <= 0 leaves it unbounded.
     """
 
+    def __cinit__(self):
+        self.hangup_fd = -1
+        self.ready_fd = -1
+
     def __init__(self, Py_ssize_t capacity, Py_ssize_t maxsize=0):
         cdef uint64_t cap
         if capacity < 64:
@@ -400,6 +418,120 @@ cdef class FramedRing:
         PyErr_CheckSignals()
         return expired
 
+    # -- Pipe support -----------------------------------------------------
+
+    def bind_connection(self, int hangup_fd, int ready_fd):
+        """Make this process's ring object one direction of a Connection:
+        `hangup_fd` is the end's socket (EOF = the other end is gone),
+        `ready_fd` the direction's eventfd (see arm).  The descriptors stay
+        the caller's: unbind before closing them."""
+        self.hangup_fd = hangup_fd
+        self.ready_fd = ready_fd
+        # Differs from the shared counter: the first put looks once.
+        self.seen_hangups = self.hdr.hangups - 1
+
+    def unbind_connection(self):
+        self.hangup_fd = -1
+        self.ready_fd = -1
+
+    def arm(self):
+        """From now on keep ready_fd readable while records are waiting (for
+        select/epoll on Connection.fileno()).  Sticky for the ring's life."""
+        self._lock()
+        try:
+            self.hdr.armed = 1
+            self._signal_ready()
+        finally:
+            self._unlock()
+
+    def hang_up(self):
+        """A Connection end has just closed its socket: wake every waiter so
+        it re-checks whether its peer is gone, and make the next put look."""
+        self._lock()
+        self.hdr.hangups += 1
+        wake(&self.hdr.not_empty, True)
+        wake(&self.hdr.not_full, True)
+        self._unlock()
+
+    def wait_readable(self, bint block=True, object timeout=None):
+        """True once a message is waiting or the writers are gone (a get
+        would not block), False when the deadline passes first."""
+        cdef double deadline = deadline_after(timeout, block)
+        cdef bint spun = False
+        if self._lock(deadline):
+            return False
+        try:
+            while True:
+                if self.hdr.written != self.hdr.taken:
+                    return True
+                if (spun or monotonic() >= deadline) and self._peer_gone():
+                    return True
+                if monotonic() >= deadline:
+                    return False
+                if not spun:
+                    spun = True
+                    self._spin_until_changed(True, deadline)
+                    continue
+                self._wait(True, deadline)
+        finally:
+            self._unlock()
+
+    @property
+    def armed(self):
+        return bool(self.hdr.armed)
+
+    cdef int _peer_gone(self) noexcept nogil:
+        """1 if the hang-up socket reads EOF: every handle of the other end
+        is closed, by close() or by its processes' deaths.  Nothing is ever
+        sent on it, so any byte count but 0 means "still there"."""
+        cdef char c
+        if self.hangup_fd < 0:
+            return 0
+        return recv(self.hangup_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0
+
+    cdef int _check_peer_for_writer(self, bint force) except -1:
+        """Mutex held.  BrokenPipeError if the reading end is gone.  Unless
+        forced, looks only when some end closed since this process last
+        looked (`hangups` moved), so an ordinary put makes no syscall."""
+        if self.hangup_fd < 0:
+            return 0
+        if not force and self.hdr.hangups == self.seen_hangups:
+            return 0
+        self.seen_hangups = self.hdr.hangups
+        if self._peer_gone():
+            raise BrokenPipeError(EPIPE, "the other end of the pipe is closed")
+        return 0
+
+    cdef void _signal_ready(self) noexcept nogil:
+        """Mutex held, after records were published: if armed, make ready_fd
+        readable (once per empty -> non-empty change)."""
+        cdef uint64_t one = 1
+        if self.hdr.armed and not self.hdr.signalled and self.ready_fd >= 0 and \
+                self.hdr.written != self.hdr.taken:
+            # Write, then flag: a death in between leaves the flag clear and
+            # the next writer writes again (harmless), never a lost wake-up.
+            write(self.ready_fd, &one, 8)
+            self.hdr.signalled = 1
+
+    cdef void _clear_ready(self) noexcept nogil:
+        """Mutex held, after records were taken: drain ready_fd once the
+        ring has no record left."""
+        cdef uint64_t value
+        if self.hdr.signalled and self.hdr.written == self.hdr.taken and self.ready_fd >= 0:
+            # Unflag, then drain: a death in between leaves a spurious
+            # wake-up (the fd stays readable), never a lost one.
+            self.hdr.signalled = 0
+            read(self.ready_fd, &value, 8)
+
+    cdef void _retract_stream(self, bint admitted) noexcept nogil:
+        """Mutex held; this process's stream has no reader yet: take it back."""
+        fastmp_store_release_u64(&self.hdr.tail, self.hdr.stream_start)
+        self.hdr.written -= 1
+        self.hdr.stream_writer = STREAM_IDLE
+        if admitted:
+            self._admit_pending(1)
+        self._clear_ready()
+
     # -- writing ----------------------------------------------------------
 
     def put(self, uint32_t kind, object body, bint block=True, object timeout=None,
@@ -519,6 +651,7 @@ cdef class FramedRing:
             # must; bounded: no free slot could be seen in time.
             return PUT_UNCOUNTED if self.maxsize <= 0 else PUT_FULL
         try:
+            self._check_peer_for_writer(False)
             while True:
                 counted = self._count_allows(k, admitted)
                 if counted and mode == MODE_ADMIT_ONLY:
@@ -545,6 +678,7 @@ cdef class FramedRing:
                     spun = True
                     self._spin_until_changed(False, wait_until)
                     continue
+                self._check_peer_for_writer(True)
                 self._wait(False, wait_until)
             # Copy the whole batch beyond tail, then publish it with one store.
             pos = self.hdr.tail
@@ -573,6 +707,7 @@ cdef class FramedRing:
             if admitted:
                 self._drop_pending(k)
             self._wake_readers(k > 1)
+            self._signal_ready()
             return PUT_WRITTEN
         finally:
             self._unlock()
@@ -602,6 +737,7 @@ cdef class FramedRing:
                 # Nobody started reading it: retract the partial message.
                 fastmp_store_release_u64(&self.hdr.tail, self.hdr.stream_start)
                 self.hdr.written -= 1
+                self._clear_ready()
             self.hdr.stream_writer = STREAM_IDLE
         elif r == STREAM_ABANDONED or not pid_alive(r):
             # Both ends gone: everything after head belongs to the dead stream.
@@ -628,6 +764,7 @@ cdef class FramedRing:
                       INFINITY if admitted or self.maxsize > 0 else room_deadline - monotonic()):
             return PUT_UNCOUNTED if self.maxsize <= 0 else PUT_FULL
         try:
+            self._check_peer_for_writer(False)
             while True:
                 counted = self._count_allows(1, admitted)
                 # A new stream also waits until no reader is attached to an
@@ -646,6 +783,7 @@ cdef class FramedRing:
                     return PUT_ADMITTED
                 if not counted and now >= deadline:
                     return PUT_FULL
+                self._check_peer_for_writer(True)
                 self._wait(False, deadline if not counted else room_deadline)
             # Claim the ring for this stream and publish the header.
             claimed = True
@@ -660,6 +798,7 @@ cdef class FramedRing:
             if admitted:
                 self._drop_pending(1)
             self._wake_readers(True)
+            self._signal_ready()
             while written < padded:
                 free_bytes = self.capacity - (self.hdr.tail - self.hdr.head)
                 if free_bytes > 0:
@@ -693,24 +832,24 @@ cdef class FramedRing:
                 if not reader_started and not admitted and monotonic() >= room_deadline:
                     # No reader is coming soon: take the message back so the
                     # caller can buffer it (an unbounded put must not block).
-                    fastmp_store_release_u64(&self.hdr.tail, self.hdr.stream_start)
-                    self.hdr.written -= 1
-                    self._admit_pending(1)
-                    self.hdr.stream_writer = STREAM_IDLE
+                    self._retract_stream(True)
                     claimed = False
                     self._wake_writers()
                     return PUT_ADMITTED
+                if not reader_started and self._peer_gone():
+                    # Nobody is left to read it (Pipe): take it back, and fail
+                    # as a write to a pipe without readers does.
+                    self._retract_stream(admitted)
+                    claimed = False
+                    self._wake_writers()
+                    raise BrokenPipeError(EPIPE, "the other end of the pipe is closed")
                 try:
                     self._wait(False, room_deadline if not reader_started else INFINITY)
                 except BaseException:
                     # Ctrl-C half-way.  Unread: retract it.  Being read: leave
                     # it abandoned; the reader discards it.
                     if self.hdr.stream_reader == STREAM_IDLE and self.hdr.head <= self.hdr.stream_start:
-                        fastmp_store_release_u64(&self.hdr.tail, self.hdr.stream_start)
-                        self.hdr.written -= 1
-                        self.hdr.stream_writer = STREAM_IDLE
-                        if admitted:
-                            self._admit_pending(1)
+                        self._retract_stream(admitted)
                     else:
                         self.hdr.stream_writer = STREAM_ABANDONED
                     claimed = False
@@ -727,9 +866,12 @@ cdef class FramedRing:
 
     # -- reading ----------------------------------------------------------
 
-    def get(self, bint block=True, object timeout=None):
-        """Take one message: (kind, body), or None if the deadline passed."""
-        return self._get(1, deadline_after(timeout, block))
+    def get(self, bint block=True, object timeout=None, int64_t max_length=-1):
+        """Take one message: (kind, body), or None if the deadline passed.
+        With max_length >= 0, a longer message raises OSError and stays in
+        the ring.  A ring bound to a Connection raises EOFError when it is
+        empty and its writers are gone."""
+        return self._get(1, deadline_after(timeout, block), max_length)
 
     def get_many(self, Py_ssize_t max_messages, bint block=True, object timeout=None):
         """Take up to `max_messages` messages under one lock; [] on timeout.
@@ -741,7 +883,7 @@ cdef class FramedRing:
             return []
         return [out] if type(out) is tuple else out
 
-    cdef object _get(self, Py_ssize_t max_messages, double deadline):
+    cdef object _get(self, Py_ssize_t max_messages, double deadline, int64_t max_length=-1):
         """One (kind, body) tuple when max_messages is 1, else a list of them,
         or None when the deadline passed (a streamed message: a tuple)."""
         cdef record_header rh
@@ -761,6 +903,9 @@ cdef class FramedRing:
                         continue
                 elif self.hdr.tail != self.hdr.head:
                     self._copy_out(self.hdr.head, <char*>&rh, RECORD_HEADER)
+                    if max_length >= 0 and rh.length > <uint64_t>max_length:
+                        raise OSError(f"bad message length: the message has {rh.length} bytes, "
+                                      f"more than maxlength={max_length}; it stays unread")
                     if _record_size(rh.length) > self.capacity:
                         got = self._consume_stream(False)
                         if got is None:
@@ -769,6 +914,11 @@ cdef class FramedRing:
                     if max_messages == 1:
                         return self._take_one(&rh)
                     return self._take(max_messages)
+                if self.hangup_fd >= 0 and r == STREAM_IDLE and \
+                        (spun or monotonic() >= deadline) and self._peer_gone():
+                    # Empty, checked under the mutex after the writers' last
+                    # publish, and no writer is left: end of file.
+                    raise EOFError
                 if monotonic() >= deadline:
                     return None
                 if not spun:
@@ -787,6 +937,7 @@ cdef class FramedRing:
         fastmp_store_release_u64(&self.hdr.head, pos + _record_size(rh.length))
         self.hdr.taken += 1
         self._wake_writers()
+        self._clear_ready()
         return (rh.kind & ~(<uint32_t>KIND_WRITABLE), body)
 
     cdef object _copy_body(self, uint64_t pos, record_header* rh):
@@ -818,6 +969,7 @@ cdef class FramedRing:
         fastmp_store_release_u64(&self.hdr.head, pos)
         self.hdr.taken += n
         self._wake_writers()
+        self._clear_ready()
         return out
 
     cdef object _consume_stream(self, bint discard):
@@ -843,6 +995,7 @@ cdef class FramedRing:
             fastmp_store_release_u64(&self.hdr.head, self.hdr.head + RECORD_HEADER)
             self.hdr.taken += 1
             self._wake_writers()
+            self._clear_ready()
         else:
             self.hdr.stream_reader = getpid()
             padded = self.hdr.stream_remaining

@@ -15,7 +15,7 @@
 #include <pthread.h>
 
 #define FASTMP_RING_MAGIC 0x474e4952504d5446ULL /* "FTMPRING" little-endian */
-#define FASTMP_RING_LAYOUT_VERSION 1
+#define FASTMP_RING_LAYOUT_VERSION 2
 
 typedef struct {
     /* line 0: written once by the creator, read-only afterwards */
@@ -24,6 +24,11 @@ typedef struct {
     uint32_t header_size;
     uint64_t capacity;          /* bytes in the data area, multiple of 8 */
     int64_t maxsize;            /* messages; <= 0: unbounded */
+    /* Set once (never cleared) when a reader first hands out a descriptor to
+     * select on (Connection.fileno): from then on readiness is mirrored into
+     * an eventfd, at the cost of a syscall per empty -> non-empty change.
+     * Written once, so it shares the read-mostly line. */
+    uint32_t armed;
 
     _Alignas(64) pthread_mutex_t mutex;
     /* Wake-up sequences (futex words, see _sync.pyx): bumped under the mutex
@@ -57,7 +62,16 @@ typedef struct {
     int32_t stream_reader;
     uint64_t stream_start;        /* position of the stream's record header */
     uint64_t stream_remaining;    /* body bytes (padded) the reader has not consumed */
-    uint64_t closed_readers;      /* reserved for Pipe: count of closed ends */
+    /* Readiness mirror (Pipe): 1 while the eventfd has been written for
+     * the records now in the ring and not yet drained.  Writers write the
+     * eventfd *before* setting it, readers clear it *before* draining, so a
+     * process killed in between leaves at worst a spurious wake-up, never a
+     * lost one. */
+    uint32_t signalled;
+    /* Bumped (with every waiter woken) each time a Connection end is closed,
+     * so blocked peers and later writers re-check whether the other side
+     * has gone (its hang-up socket reads EOF). */
+    uint32_t hangups;
 } fastmp_ring_header;
 
 #endif
