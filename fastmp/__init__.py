@@ -9,6 +9,7 @@ so the module can stand in for it as a whole.
 
 import multiprocessing as _multiprocessing
 
+from fastmp.connection import Pipe
 from fastmp.context import get_context
 from fastmp.queues import JoinableQueue, Queue, SimpleQueue
 
@@ -18,5 +19,5 @@ for _name in _multiprocessing.__all__:
         globals()[_name] = getattr(_multiprocessing, _name)
 del _name
 
-__all__ = sorted(set(_multiprocessing.__all__) | {"Queue", "JoinableQueue", "SimpleQueue", "get_context"})
+__all__ = sorted(set(_multiprocessing.__all__) | {"Queue", "JoinableQueue", "SimpleQueue", "Pipe", "get_context"})
 __version__ = "0.1.0"
