@@ -1,23 +1,21 @@
-"""fastmp.get_context(): multiprocessing contexts whose queues are fastmp's.
+"""fastmp.get_context(): multiprocessing contexts whose queues and pipes are fastmp's.
 
 Each context subclasses the standard library's context for its start method
 (so it *is* a multiprocessing.context.BaseContext, its Process is that
 method's Process class, and every primitive fastmp does not reimplement is
 the standard library's), and overrides the primitives fastmp provides.
 
-SimpleQueue and Pipe stay the standard library's here for now: Pool and
-concurrent.futures.ProcessPoolExecutor call ctx.SimpleQueue() and then reach
-into its pipe (`_reader`, `_writer`, `_rlock`, and
-multiprocessing.connection.wait on `_reader`), which needs a real
-descriptor-backed Connection; fastmp.SimpleQueue has none yet.  So
-ctx.Pool(...) and ProcessPoolExecutor(mp_context=ctx) work unchanged, and
-fastmp.SimpleQueue remains available directly.
+Pool and concurrent.futures.ProcessPoolExecutor call ctx.SimpleQueue() and
+then reach into its pipe (`_reader`, `_writer`, `_rlock`, and
+multiprocessing.connection.wait on `_reader`): fastmp.SimpleQueue carries
+those attributes over a fastmp.Pipe, whose Connections have a fileno() that
+wait() can use (see fastmp/connection.py), so both run on fastmp's queues.
 """
 
 import multiprocessing
 from multiprocessing import context as _mp_context
 
-from fastmp import queues
+from fastmp import connection, queues
 
 __all__ = ["get_context", "ForkContext", "SpawnContext", "ForkServerContext"]
 
@@ -32,6 +30,14 @@ class _FastmpPrimitives:
     def JoinableQueue(self, maxsize=0, *, capacity=queues.DEFAULT_CAPACITY):
         """A fastmp.JoinableQueue whose task count belongs to this context."""
         return queues.JoinableQueue(maxsize, capacity=capacity, ctx=self.get_context())
+
+    def SimpleQueue(self, *, capacity=queues.DEFAULT_CAPACITY):
+        """A fastmp.SimpleQueue whose locks belong to this context."""
+        return queues.SimpleQueue(capacity=capacity, ctx=self.get_context())
+
+    def Pipe(self, duplex=True, *, capacity=connection.DEFAULT_CAPACITY):
+        """A fastmp.Pipe (see fastmp.connection.Pipe)."""
+        return connection.Pipe(duplex, capacity=capacity)
 
     def get_context(self, method=None):
         if method is None:

@@ -29,6 +29,7 @@ from fastmp._message import KIND_BYTES, decode, detach, encode
 from fastmp._ring import PUT_ADMITTED_ as _ADMITTED
 from fastmp._ring import PUT_FULL_ as _FULL
 from fastmp._ring import FramedRing
+from fastmp.connection import Pipe
 
 __all__ = ["Queue", "JoinableQueue", "SimpleQueue", "DEFAULT_CAPACITY"]
 
@@ -352,48 +353,71 @@ class JoinableQueue(Queue):
 
 
 class SimpleQueue:
-    """multiprocessing.SimpleQueue over a shared-memory ring: get(), put(obj),
+    """multiprocessing.SimpleQueue over a one-way fastmp.Pipe: get(), put(obj),
     empty(), close().
 
-    As with the standard library's (a locked pipe), put blocks while the ring
+    As with the standard library's (a locked pipe), put blocks while the pipe
     is full and get blocks until a message arrives; there is no feeder thread.
     After close(), every call raises OSError("handle is closed").
+
+    The standard library's Pool and ProcessPoolExecutor reach into a
+    SimpleQueue, and find here what they use: ``_reader`` and ``_writer`` are
+    the pipe's Connections (recv/send/poll/close, and a fileno() that
+    multiprocessing.connection.wait can wait on) and ``_poll`` is the
+    reader's poll.  The standard library's get() and put() take the locks
+    ``_rlock`` and ``_wlock`` because a pipe read or write of a whole message
+    is not atomic; a ring's is, so fastmp's take no lock, and ``_rlock`` and
+    ``_wlock`` are plain locks of this process made on first use (Pool
+    acquires ``_rlock`` while it terminates; holding it guards nothing here).
+    ``ctx`` is accepted for the standard library's signature and not needed.
     """
 
     __class_getitem__ = classmethod(types.GenericAlias)
 
     def __init__(self, *, capacity=DEFAULT_CAPACITY, ctx=None):
-        if not isinstance(capacity, int):
-            raise TypeError(f"capacity must be an int (bytes), not {type(capacity).__name__}")
-        self._ring = FramedRing(capacity, 0)
-        self._closed = False
+        self._reader, self._writer = Pipe(duplex=False, capacity=capacity)
+        self._bind()
+
+    def _bind(self):
+        self._poll = self._reader.poll
+        self._locks = None
+        # get and put are the Connections' own methods: a message costs one
+        # Python call, not two (the methods below say what they do).
+        self.get = self._reader.recv
+        self.put = self._writer.send
 
     def __getstate__(self):
         _mp_context.assert_spawning(self)
-        return (self._ring,)
+        return (self._reader, self._writer)
 
     def __setstate__(self, state):
-        (self._ring,) = state
-        self._closed = False
+        (self._reader, self._writer) = state
+        self._bind()
+
+    @property
+    def _rlock(self):
+        return self._process_locks()[0]
+
+    @property
+    def _wlock(self):
+        return self._process_locks()[1]
+
+    def _process_locks(self):
+        if self._locks is None:
+            self._locks = (threading.Lock(), threading.Lock())
+        return self._locks
 
     def close(self):
-        self._closed = True
+        self._reader.close()
+        self._writer.close()
 
     def empty(self):
-        if self._closed:
-            raise OSError("handle is closed")
-        return self._ring.count <= 0
+        return not self._poll()
 
     def get(self):
-        if self._closed:
-            raise OSError("handle is closed")
-        kind, body = self._ring.get(True, None)
-        if kind == KIND_BYTES:
-            return body
-        return decode(kind, body)
+        """Remove and return an object (blocks until there is one)."""
+        return self._reader.recv()
 
     def put(self, obj):
-        if self._closed:
-            raise OSError("handle is closed")
-        kind, body = encode(obj)
-        self._ring.put(kind, body, True, None)
+        """Put an object (blocks while the pipe is full)."""
+        self._writer.send(obj)

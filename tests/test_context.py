@@ -1,9 +1,14 @@
-"""fastmp.get_context(): a multiprocessing context whose queues are fastmp's,
-accepted wherever a multiprocessing context is (Pool, ProcessPoolExecutor,
-data-loader style code)."""
+"""fastmp.get_context(): a multiprocessing context whose queues and pipes are
+fastmp's, accepted wherever a multiprocessing context is (Pool,
+ProcessPoolExecutor, data-loader style code).  Pool and the executor reach
+into SimpleQueue's pipe (_reader, _writer, _rlock, connection.wait on the
+reader): these tests run them on fastmp's SimpleQueue, including the paths
+that only run when something goes wrong (terminate, a worker that dies)."""
 import concurrent.futures
 import multiprocessing
+import os
 import queue
+import signal
 
 import pytest
 
@@ -16,6 +21,20 @@ METHODS = ["fork", "spawn", "forkserver"]
 
 def _square(x):
     return x * x
+
+
+def _fail_on_three(x):
+    if x == 3:
+        raise ValueError("three")
+    return x
+
+
+def _die(x):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _pid(_):
+    return os.getpid()
 
 
 def _loader_worker(index_queue, result_queue, done):
@@ -55,10 +74,25 @@ def test_context_queues_are_fastmps(ctx):
     assert type(ctx.JoinableQueue()) is fastmp.JoinableQueue
 
 
+def test_context_simple_queue_and_pipe_are_fastmps(ctx):
+    q = ctx.SimpleQueue()
+    assert type(q) is fastmp.SimpleQueue
+    q.put("x")
+    assert q.get() == "x"
+    a, b = ctx.Pipe()
+    assert type(a) is type(b) is fastmp.connection.Connection
+    assert a.readable and a.writable
+    reader, writer = ctx.Pipe(duplex=False)
+    assert (reader.readable, reader.writable, writer.readable, writer.writable) == \
+        (True, False, False, True)
+    for conn in (a, b, reader, writer):
+        conn.close()
+    q.close()
+
+
 def test_other_primitives_are_the_standard_librarys(ctx):
     method = ctx.get_start_method()
     stdlib = multiprocessing.get_context(method)
-    assert type(ctx.SimpleQueue()) is type(stdlib.SimpleQueue())
     assert type(ctx.Event()) is type(stdlib.Event())
     assert type(ctx.Lock()) is type(stdlib.Lock())
 
@@ -86,6 +120,61 @@ def test_pool_works_with_a_fastmp_context(ctx):
     pool = ctx.Pool(1)
     pool.terminate()
     pool.join()
+
+
+def test_pool_runs_on_fastmp_simple_queues(ctx):
+    with ctx.Pool(2) as pool:
+        assert type(pool._inqueue) is type(pool._outqueue) is fastmp.SimpleQueue
+        assert type(pool._change_notifier) is fastmp.SimpleQueue
+        with pytest.raises(ValueError, match="three"):
+            pool.map(_fail_on_three, range(10))
+        # The pool survives a task's exception.
+        assert pool.map(_square, range(5)) == [0, 1, 4, 9, 16]
+    pool.join()
+
+
+def test_pool_replaces_workers_after_maxtasksperchild(ctx):
+    # Worker replacement is driven by connection.wait on the change
+    # notifier's _reader plus the workers' sentinels.
+    with ctx.Pool(2, maxtasksperchild=1) as pool:
+        pids = pool.map(_pid, range(6), chunksize=1)
+    pool.join()
+    assert len(set(pids)) >= 3
+
+
+def test_pool_terminate_with_tasks_in_flight(ctx):
+    # terminate() drains the inqueue under _rlock while the task handler may
+    # still be putting, then kills the workers: it must return, not hang.
+    pool = ctx.Pool(2)
+    try:
+        results = [pool.apply_async(_square, (i,)) for i in range(2000)]
+        assert results[0].get(timeout=60) == 0
+    finally:
+        pool.terminate()
+        pool.join()
+    assert all(p.exitcode is not None for p in pool._pool)
+
+
+def test_process_pool_executor_runs_on_fastmp_simple_queue(ctx):
+    with concurrent.futures.ProcessPoolExecutor(max_workers=2, mp_context=ctx) as executor:
+        assert executor.submit(_square, 3).result(timeout=60) == 9
+        assert type(executor._result_queue) is fastmp.SimpleQueue
+        future = executor.submit(_fail_on_three, 3)
+        with pytest.raises(ValueError, match="three"):
+            future.result(timeout=60)
+
+
+def test_process_pool_executor_notices_a_dead_worker(ctx):
+    # The manager thread waits on the result queue's _reader and the
+    # workers' sentinels together; a SIGKILLed worker must break the pool,
+    # not hang it.
+    executor = concurrent.futures.ProcessPoolExecutor(max_workers=2, mp_context=ctx)
+    try:
+        future = executor.submit(_die, 0)
+        with pytest.raises(concurrent.futures.process.BrokenProcessPool):
+            future.result(timeout=60)
+    finally:
+        executor.shutdown(wait=True)
 
 
 def test_process_pool_executor_accepts_a_fastmp_context(ctx):
