@@ -18,6 +18,8 @@ Layout of a KIND_PICKLE_OOB body (all offsets 8-byte aligned):
     [pickle][pad][buffer 1][pad]...[buffer n]
 """
 
+from cpython.pythread cimport PyThread_get_thread_ident
+
 import io
 import pickle
 import struct
@@ -27,14 +29,7 @@ from multiprocessing.reduction import ForkingPickler
 
 __all__ = ["KIND_BYTES", "KIND_PICKLE", "KIND_PICKLE_OOB", "KIND_RAW", "encode", "decode", "detach"]
 
-cdef enum:
-    _KIND_BYTES = 1
-    _KIND_PICKLE = 2
-    _KIND_PICKLE_OOB = 3
-    # Bytes sent with Connection.send_bytes: recv_bytes returns them as they
-    # are, recv() unpickles them (the standard library's pipes do the same).
-    _KIND_RAW = 4
-    _WRITABLE = 0x100  # the ring hands such bodies back as a bytearray
+# The kinds (cdef enum) are declared in _message.pxd.
 
 # High bit of the buffer count: some buffer was read-only in the sender.
 cdef unsigned long long _HAS_READONLY = 1ULL << 63
@@ -47,14 +42,16 @@ KIND_RAW = _KIND_RAW
 _PADDING = [b"\0" * n for n in range(8)]
 
 
-class _Pickler(ForkingPickler):
-    """ForkingPickler (same reducer table) that also takes buffer_callback,
-    which ForkingPickler.__init__ does not pass on."""
-
-    def __init__(self, file, buffer_callback):
-        pickle.Pickler.__init__(self, file, 5, buffer_callback=buffer_callback)
-        self.dispatch_table = self._copyreg_dispatch_table.copy()
-        self.dispatch_table.update(self._extra_reducers)
+def _new_pickler(file, buffer_callback):
+    """A pickler that pickles as ForkingPickler does (the same reducer
+    table), and also takes buffer_callback, which ForkingPickler.__init__
+    does not pass on.  The C Pickler itself, not a Python subclass: ~25 ns
+    less per dump."""
+    pickler = pickle.Pickler(file, 5, buffer_callback=buffer_callback)
+    table = _COPYREG_TABLE.copy()
+    table.update(_EXTRA_REDUCERS)
+    pickler.dispatch_table = table
+    return pickler
 
 
 class _Sink:
@@ -82,7 +79,7 @@ cdef class _Encoder:
         self.buffers = []
         sink = _Sink()
         sink.write = self.chunks.append
-        pickler = _Pickler(sink, self._take_buffer)
+        pickler = _new_pickler(sink, self._take_buffer)
         self.dump = pickler.dump
         self.clear_memo = pickler.clear_memo
         # The reducer table is copied when the pickler is built: rebuild it
@@ -143,21 +140,41 @@ cdef inline Py_ssize_t _reducer_generation():
 
 _local = threading.local()
 
+# The last thread's encoder, found by thread id without the threading.local
+# lookup (~40 ns, a sixth of pickling a small tuple).  Ids are unique among
+# live threads; a new thread that inherits a dead one's id may inherit its
+# encoder too, which is harmless: one thread uses it at a time.
+cdef unsigned long _cached_thread = 0
+cdef _Encoder _cached_encoder = None
+
+
+cdef _Encoder _thread_encoder():
+    global _cached_thread, _cached_encoder
+    cdef unsigned long me = PyThread_get_thread_ident()
+    cdef _Encoder encoder
+    if me == _cached_thread and _cached_encoder is not None:
+        encoder = _cached_encoder
+    else:
+        try:
+            encoder = _local.encoder
+        except AttributeError:
+            encoder = _local.encoder = _Encoder()
+    if encoder.generation != _reducer_generation():
+        encoder = _local.encoder = _Encoder()
+    _cached_thread = me
+    _cached_encoder = encoder
+    return encoder
+
 
 cpdef tuple encode(obj):
     """Return (kind, body) for `obj`; body is bytes or a list of buffers."""
     cdef _Encoder encoder
     if type(obj) is bytes:
         return (_KIND_BYTES, obj)
-    try:
-        encoder = _local.encoder
-    except AttributeError:
-        encoder = _local.encoder = _Encoder()
+    encoder = _thread_encoder()
     if encoder.busy:
         # Re-entered: an object's __reduce__ is itself putting into a queue.
         encoder = _Encoder()
-    elif encoder.generation != _reducer_generation():
-        encoder = _local.encoder = _Encoder()
     return encoder.encode(obj)
 
 

@@ -79,6 +79,8 @@ cdef class FramedRing:
     cdef int _spin_until_changed(self, bint for_readers, double deadline) except -1
     cdef void _wake_readers(self, bint everyone) noexcept nogil
     cdef void _wake_writers(self) noexcept nogil
+    cdef int send(self, uint32_t kind, object body) except -1
+    cdef object receive(self, int64_t max_length)
     cdef object _get(self, Py_ssize_t max_messages, double deadline, int64_t max_length=*)
     cdef object _take(self, Py_ssize_t max_n)
     cdef object _take_one(self, record_header* rh)

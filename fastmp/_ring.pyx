@@ -547,6 +547,16 @@ cdef class FramedRing:
         return self._put_records([(kind, body, length)], _record_size(length), MODE_PUT,
                                  deadline, room_wait)
 
+    cdef int send(self, uint32_t kind, object body) except -1:
+        """put(kind, body) blocking with no deadline, for C callers (a
+        Connection's send): PUT_WRITTEN, or raises."""
+        body = _as_body(body)
+        cdef uint64_t length = _body_length(body)
+        if _record_size(length) > self.capacity:
+            return self._put_stream(kind, body, length, False, INFINITY, INFINITY)
+        return self._put_records([(kind, body, length)], _record_size(length), MODE_PUT,
+                                 INFINITY, INFINITY)
+
     def put_many(self, records, bint block=True, object timeout=None,
                  double room_wait=INFINITY):
         """Write a batch of (kind, body) records, all or nothing, under one lock.
@@ -872,6 +882,11 @@ cdef class FramedRing:
         the ring.  A ring bound to a Connection raises EOFError when it is
         empty and its writers are gone."""
         return self._get(1, deadline_after(timeout, block), max_length)
+
+    cdef object receive(self, int64_t max_length):
+        """get() blocking with no deadline, for C callers (a Connection's
+        recv): (kind, body), or raises (EOFError, OSError for max_length)."""
+        return self._get(1, INFINITY, max_length)
 
     def get_many(self, Py_ssize_t max_messages, bint block=True, object timeout=None):
         """Take up to `max_messages` messages under one lock; [] on timeout.

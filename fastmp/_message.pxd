@@ -1,0 +1,13 @@
+# How Python objects become ring records and back (see _message.pyx).
+
+cdef enum:
+    _KIND_BYTES = 1
+    _KIND_PICKLE = 2
+    _KIND_PICKLE_OOB = 3
+    # Bytes sent with Connection.send_bytes: recv_bytes returns them as they
+    # are, recv() unpickles them (the standard library's pipes do the same).
+    _KIND_RAW = 4
+    _WRITABLE = 0x100  # the ring hands such bodies back as a bytearray
+
+cpdef tuple encode(obj)
+cpdef object decode(int kind, object body)
