@@ -1,4 +1,4 @@
-"""Type stubs for fastmp: Queue, JoinableQueue and SimpleQueue are fastmp's own; the rest is multiprocessing's."""
+"""Type stubs for fastmp: Queue, JoinableQueue, SimpleQueue and Pipe are fastmp's own; the rest is multiprocessing's."""
 from multiprocessing import (
     Array as Array,
     AuthenticationError as AuthenticationError,
@@ -9,7 +9,6 @@ from multiprocessing import (
     Event as Event,
     Lock as Lock,
     Manager as Manager,
-    Pipe as Pipe,
     Pool as Pool,
     Process as Process,
     ProcessError as ProcessError,
@@ -35,6 +34,7 @@ from multiprocessing import (
     set_start_method as set_start_method,
 )
 
+from fastmp.connection import Pipe as Pipe
 from fastmp.context import get_context as get_context
 from fastmp.queues import JoinableQueue as JoinableQueue
 from fastmp.queues import Queue as Queue
