@@ -20,6 +20,13 @@ def square(x):
     return x * x
 
 
+def echo_until_none(conn, results):
+    while (message := conn.recv()) is not None:
+        conn.send(message * 2)
+    results.put("echo done")
+    conn.close()
+
+
 def main(method):
     multiprocessing.set_start_method(method)
     q = multiprocessing.Queue()
@@ -38,6 +45,24 @@ def main(method):
     for p in adders:
         p.join()
     assert counter.value == 400
+
+    parent_end, child_end = multiprocessing.Pipe()
+    results = multiprocessing.SimpleQueue()
+    echo = multiprocessing.Process(target=echo_until_none, args=(child_end, results))
+    echo.start()
+    child_end.close()
+    for word in ("a", "bc"):
+        parent_end.send(word)
+        assert parent_end.recv() == word * 2
+    parent_end.send(None)
+    assert results.get() == "echo done"
+    try:
+        parent_end.recv()
+    except EOFError:
+        pass
+    else:
+        raise AssertionError("expected EOFError once the child closed its end")
+    echo.join()
 
     with multiprocessing.Pool(2) as pool:
         assert pool.map(square, range(20)) == [x * x for x in range(20)]

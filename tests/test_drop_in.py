@@ -21,6 +21,8 @@ def test_every_public_name_of_multiprocessing_is_there():
 def test_reimplemented_names_are_fastmps_and_the_rest_are_the_standard_librarys():
     assert fastmp.Queue.__module__ == "fastmp.queues"
     assert fastmp.get_context.__module__ == "fastmp.context"
+    assert fastmp.Pipe is fastmp.connection.Pipe
+    assert fastmp.SimpleQueue.__module__ == "fastmp.queues"
     assert fastmp.Process is multiprocessing.Process
     assert fastmp.cpu_count is multiprocessing.cpu_count
 
