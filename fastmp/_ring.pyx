@@ -446,8 +446,14 @@ cdef class FramedRing:
 
     def hang_up(self):
         """A Connection end has just closed its socket: wake every waiter so
-        it re-checks whether its peer is gone, and make the next put look."""
-        self._lock()
+        it re-checks whether its peer is gone, and make the next put look.
+
+        Waits at most 50 ms for the mutex and otherwise gives up: close() may
+        run from a finaliser (garbage collection) while this very thread
+        holds the mutex in another object on the same ring, and the wake-up
+        only saves peers the wait for their next 50 ms slice."""
+        if self._lock(monotonic() + 0.05):
+            return
         self.hdr.hangups += 1
         wake(&self.hdr.not_empty, True)
         wake(&self.hdr.not_full, True)

@@ -182,3 +182,13 @@ def test_attach_refuses_memory_that_is_not_a_ring():
 def test_capacity_too_small_is_refused(capacity):
     with pytest.raises(ValueError, match="at least 64"):
         FramedRing(capacity)
+
+
+def test_hang_up_gives_up_rather_than_deadlock_on_a_held_mutex():
+    # Connection.close() can run from a finaliser while this thread holds the
+    # same ring's mutex through another ring object: hang_up must not wait
+    # for it forever (the peers' 50 ms wait slices cover the missed wake-up).
+    ring = FramedRing(4096)
+    other = FramedRing._attach(ring.segment)
+    ring._acquire_and_keep_lock()
+    other.hang_up()   # returns (after its 50 ms patience) instead of hanging
