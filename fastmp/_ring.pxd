@@ -60,6 +60,7 @@ cdef class FramedRing:
     cdef int hangup_fd      # socket that reads EOF once the other side is gone
     cdef int ready_fd       # eventfd mirroring "records waiting" (when armed)
     cdef uint32_t seen_hangups
+    cdef bint peer_closed   # this process saw the other end gone
 
     cdef int _peer_gone(self) noexcept nogil
     cdef int _check_peer_for_writer(self, bint force) except -1
@@ -75,6 +76,7 @@ cdef class FramedRing:
     cdef void _drop_pending(self, Py_ssize_t k) noexcept nogil
     cdef void _skip_orphaned_stream(self) noexcept nogil
     cdef void _unlock(self) noexcept nogil
+    cdef void _spin_unlocked(self, double deadline) noexcept
     cdef int _wait(self, bint for_readers, double deadline) except -1
     cdef int _spin_until_changed(self, bint for_readers, double deadline) except -1
     cdef void _wake_readers(self, bint everyone) noexcept nogil

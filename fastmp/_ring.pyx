@@ -58,12 +58,14 @@ from fastmp._segment cimport Segment
 from fastmp._sync cimport (
     deadline_after, fastmp_cpu_relax, fastmp_load_acquire_u64,
     fastmp_store_release_u64, monotonic, mutex_acquire, mutex_init, mutex_release, pid_alive,
-    pthread_mutex_consistent, pthread_mutex_lock, repair_fn, wait_slice, wake,
+    pthread_mutex_consistent, pthread_mutex_lock, pthread_mutex_trylock, repair_fn, wait_slice,
+    wake,
 )
 
 cdef extern from "<errno.h>":
     int EOWNERDEAD
     int EPIPE
+    int EBUSY
 
 cdef extern from "<sys/socket.h>" nogil:
     ssize_t recv(int fd, void* buf, size_t n, int flags)
@@ -76,6 +78,8 @@ cdef enum:
     KIND_WRITABLE = 0x100
     # Copies at least this large run with the GIL released.
     BIG_COPY = 262144
+    # _relock's attempts before it blocks in pthread_mutex_lock.
+    RELOCK_TRIES = 100
     # Stream owner states besides a pid.
     STREAM_IDLE = 0
     STREAM_ABANDONED = -1
@@ -345,7 +349,22 @@ cdef class FramedRing:
         """Take the mutex back after an unlocked copy or spin, whatever it
         takes: giving up there would strand shared state half-updated, and
         holders only ever hold it for a short copy, so this cannot hang."""
-        cdef int rc = pthread_mutex_lock(&self.hdr.mutex)
+        cdef int rc = EBUSY
+        cdef int i
+        # The holder is most often the other side finishing a put or get
+        # (tens of nanoseconds): try for a while before pthread_mutex_lock,
+        # which sleeps in the kernel at once and makes the holder's unlock a
+        # syscall too (a robust mutex does no adaptive spinning).
+        for i in range(RELOCK_TRIES):
+            rc = pthread_mutex_trylock(&self.hdr.mutex)
+            if rc != EBUSY:
+                break
+            fastmp_cpu_relax()
+            fastmp_cpu_relax()
+            fastmp_cpu_relax()
+            fastmp_cpu_relax()
+        if rc == EBUSY:
+            rc = pthread_mutex_lock(&self.hdr.mutex)
         if rc == EOWNERDEAD:
             _repair_ring(<void*>self.hdr)
             pthread_mutex_consistent(&self.hdr.mutex)
@@ -402,6 +421,26 @@ cdef class FramedRing:
             self._relock()
         return moved
 
+    cdef void _spin_unlocked(self, double deadline) noexcept:
+        """Mutex not held.  Poll `tail` for up to the spin time (or until the
+        deadline), GIL released: a reader waiting for data."""
+        cdef uint64_t seen = self.hdr.head
+        cdef double until
+        cdef int i
+        if _spin_seconds <= 0:
+            return
+        with nogil:
+            until = monotonic() + _spin_seconds
+            if deadline < until:
+                until = deadline
+            while True:
+                for i in range(32):
+                    if fastmp_load_acquire_u64(&self.hdr.tail) != seen:
+                        return
+                    fastmp_cpu_relax()
+                if monotonic() >= until:
+                    return
+
     cdef int _wait(self, bint for_readers, double deadline) except -1:
         """Mutex held on entry and exit.  Sleep one slice on not_empty
         (readers) or not_full (writers).  Returns 1 once the deadline has
@@ -429,6 +468,7 @@ cdef class FramedRing:
         self.ready_fd = ready_fd
         # Differs from the shared counter: the first put looks once.
         self.seen_hangups = self.hdr.hangups - 1
+        self.peer_closed = False
 
     def unbind_connection(self):
         self.hangup_fd = -1
@@ -501,10 +541,11 @@ cdef class FramedRing:
         looked (`hangups` moved), so an ordinary put makes no syscall."""
         if self.hangup_fd < 0:
             return 0
-        if not force and self.hdr.hangups == self.seen_hangups:
+        if not force and self.hdr.hangups == self.seen_hangups and not self.peer_closed:
             return 0
         self.seen_hangups = self.hdr.hangups
-        if self._peer_gone():
+        if self.peer_closed or self._peer_gone():
+            self.peer_closed = True     # for good: a closed end never reopens
             raise BrokenPipeError(EPIPE, "the other end of the pipe is closed")
         return 0
 
@@ -911,6 +952,13 @@ cdef class FramedRing:
         cdef int r
         cdef bint spun = False
         cdef object got
+        if fastmp_load_acquire_u64(&self.hdr.tail) == self.hdr.head and deadline > 0:
+            # Empty: wait for the writer without the lock.  Locking only to
+            # find the ring empty would contend with the very put being
+            # waited for (measured: -25% for 64 B messages when the reader
+            # is faster than the writer).
+            spun = True
+            self._spin_unlocked(deadline)
         if self._lock(deadline):
             return None     # a live process keeps the lock past our deadline
         try:

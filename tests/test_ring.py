@@ -1,4 +1,6 @@
 """fastmp._ring.FramedRing: framing, batches, wrap-around, streaming, admission, repair."""
+import multiprocessing
+import os
 import threading
 
 import pytest
@@ -184,11 +186,26 @@ def test_capacity_too_small_is_refused(capacity):
         FramedRing(capacity)
 
 
+def _hang_up_while_holding_the_mutex(ring):
+    # In a child: a robust mutex still held when its memory is unmapped would
+    # corrupt this thread's robust-mutex list, so the test process must not
+    # hold it.  The child exits holding it (the kernel marks it owner-dead).
+    other = FramedRing._attach(ring.segment)
+    ring._acquire_and_keep_lock()
+    other.hang_up()     # returns (after its 50 ms patience) instead of hanging
+    os._exit(0)
+
+
 def test_hang_up_gives_up_rather_than_deadlock_on_a_held_mutex():
     # Connection.close() can run from a finaliser while this thread holds the
     # same ring's mutex through another ring object: hang_up must not wait
     # for it forever (the peers' 50 ms wait slices cover the missed wake-up).
     ring = FramedRing(4096)
-    other = FramedRing._attach(ring.segment)
-    ring._acquire_and_keep_lock()
-    other.hang_up()   # returns (after its 50 ms patience) instead of hanging
+    child = multiprocessing.get_context("fork").Process(
+        target=_hang_up_while_holding_the_mutex, args=(ring,))
+    child.start()
+    child.join(30)
+    if child.exitcode is None:
+        child.kill()
+        child.join()
+    assert child.exitcode == 0
