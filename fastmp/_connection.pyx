@@ -15,9 +15,12 @@ carries no data:
   it, and the kernel counts those handles across fork, spawn and forkserver
   exactly as it does for multiprocessing's own pipes.  So `recv()` raises
   EOFError once the peer end is gone and everything sent is read, and `send()`
-  raises BrokenPipeError once nobody can read.  close() also wakes blocked
-  peers so they look at once; a peer that died is noticed within one wait
-  slice (50 ms).
+  raises BrokenPipeError once the reading end is closed everywhere.  close()
+  also wakes blocked peers so they look at once; a blocked peer notices a
+  process that died without closing within one wait slice (50 ms).  A send
+  that does not block looks only after some end was closed (a shared
+  counter moves), so a reader that died without closing is noticed when the
+  ring is full and the sender would block.
 * **Readiness for select.**  `fileno()` returns an epoll descriptor that is
   readable while messages are waiting (an eventfd that the ring keeps
   signalled once a reader has asked for a descriptor, see FramedRing.arm) or
@@ -39,7 +42,7 @@ from multiprocessing import reduction as _mp_reduction
 
 from libc.stdint cimport int64_t
 
-from fastmp._message cimport _KIND_BYTES, _KIND_RAW, decode, encode
+from fastmp._message cimport _KIND_BYTES, _KIND_PICKLE, _KIND_PICKLE_OOB, _KIND_RAW, decode, encode
 from fastmp._ring cimport FramedRing
 
 __all__ = ["Connection", "Pipe", "DEFAULT_CAPACITY", "DEFAULT_RECV_MANY"]
@@ -188,9 +191,10 @@ cdef class Connection:
                 for kind, body in ring.get_many(max_messages)]
 
     def recv_bytes(self, maxlength=None):
-        """Receive one message as bytes.  A message longer than `maxlength`
-        raises OSError and stays in the pipe (the standard library closes
-        the connection instead)."""
+        """Receive one message as bytes: what send_bytes sent, or the pickle
+        of what send() sent.  A message longer than `maxlength` raises
+        OSError and stays in the pipe (the standard library closes the
+        connection instead)."""
         cdef FramedRing ring = self._read_ring
         if ring is None:
             self._no_read_ring()
@@ -199,17 +203,13 @@ cdef class Connection:
         else:
             if maxlength < 0:
                 raise ValueError("negative maxlength")
-            kind, body = ring.receive(maxlength)
-        if kind == _KIND_RAW:
-            return body
-        # An object sent with send(): its bytes are its pickle, as on a
-        # standard-library pipe (a rare mix, so the slow way is fine).
-        data = _mp_reduction.ForkingPickler.dumps(decode(kind, body))
-        data = bytes(data)
-        if maxlength is not None and len(data) > maxlength:
-            raise OSError(f"bad message length: the message has {len(data)} bytes, "
-                          f"more than maxlength={maxlength}")
-        return data
+            # The ring checks the length recv_bytes will return (the body
+            # plus this kind's wrapping, _RECV_BYTES_EXTRA) before taking the
+            # message, so a message that is too long stays in the pipe.
+            kind, body = ring.receive(maxlength, _RECV_BYTES_EXTRA)
+        if kind == _KIND_RAW or kind == _KIND_PICKLE:
+            return body         # raw bytes, or already a pickle
+        return _as_pickle(kind, body)
 
     def recv_bytes_into(self, buf, offset=0):
         """Receive one message into a writable buffer, at byte `offset`;
@@ -318,6 +318,43 @@ cdef class Connection:
                 (self._read_ring, self._write_ring, dup(self._socket.fileno()),
                  dup(self._ready_in) if self._ready_in >= 0 else None,
                  dup(self._ready_out) if self._ready_out >= 0 else None))
+
+
+# -- recv_bytes of an object sent with send() ---------------------------------
+#
+# On a standard-library pipe the bytes of such a message are its pickle, and
+# recv_bytes returns them.  fastmp stores `bytes` as they are and arrays with
+# out-of-band buffers, so recv_bytes wraps those two kinds in a pickle built
+# here, whose length is the body's plus a constant: the ring can then check
+# maxlength before taking the message (and leave it in place when too long).
+
+# PROTO 5, BINBYTES8 <u64 length> ... STOP: loads() gives the bytes back.
+_BYTES_PICKLE_HEAD = b"\x80\x05\x8e"
+# PROTO 5, the global fastmp._message.decode, BININT1 kind, BYTEARRAY8
+# <u64 length> ... TUPLE2 REDUCE STOP: loads() calls decode(kind, body) on a
+# writable copy of the body, exactly as recv() does.
+_OOB_PICKLE_HEAD = b"".join((
+    b"\x80\x05",
+    b"\x8c", bytes([len(b"fastmp._message")]), b"fastmp._message",
+    b"\x8c", bytes([len(b"decode")]), b"decode", b"\x93",
+    b"K", bytes([_KIND_PICKLE_OOB]), b"\x96"))
+_OOB_PICKLE_TAIL = b"\x86R."
+
+cdef int64_t _RECV_BYTES_EXTRA[8]
+_RECV_BYTES_EXTRA[:] = [0, 0, 0, 0, 0, 0, 0, 0]
+_RECV_BYTES_EXTRA[_KIND_BYTES] = len(_BYTES_PICKLE_HEAD) + 8 + 1
+_RECV_BYTES_EXTRA[_KIND_PICKLE_OOB] = len(_OOB_PICKLE_HEAD) + 8 + len(_OOB_PICKLE_TAIL)
+
+
+cdef bytes _as_pickle(int kind, body):
+    """A pickle of the message (kind, body), len(body) + _RECV_BYTES_EXTRA[kind]
+    bytes long."""
+    length = len(body).to_bytes(8, "little")
+    if kind == _KIND_BYTES:
+        return b"".join((_BYTES_PICKLE_HEAD, length, body, b"."))
+    if kind == _KIND_PICKLE_OOB:
+        return b"".join((_OOB_PICKLE_HEAD, length, body, _OOB_PICKLE_TAIL))
+    raise ValueError(f"unknown fastmp message kind {kind}: corrupted pipe or version mismatch")
 
 
 def _attach(ring):

@@ -82,8 +82,9 @@ cdef class FramedRing:
     cdef void _wake_readers(self, bint everyone) noexcept nogil
     cdef void _wake_writers(self) noexcept nogil
     cdef int send(self, uint32_t kind, object body) except -1
-    cdef object receive(self, int64_t max_length)
-    cdef object _get(self, Py_ssize_t max_messages, double deadline, int64_t max_length=*)
+    cdef object receive(self, int64_t max_length, const int64_t* length_extra=*)
+    cdef object _get(self, Py_ssize_t max_messages, double deadline, int64_t max_length=*,
+                     const int64_t* length_extra=*)
     cdef object _take(self, Py_ssize_t max_n)
     cdef object _take_one(self, record_header* rh)
     cdef object _copy_body(self, uint64_t pos, record_header* rh)

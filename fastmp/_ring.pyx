@@ -930,10 +930,13 @@ cdef class FramedRing:
         empty and its writers are gone."""
         return self._get(1, deadline_after(timeout, block), max_length)
 
-    cdef object receive(self, int64_t max_length):
+    cdef object receive(self, int64_t max_length, const int64_t* length_extra=NULL):
         """get() blocking with no deadline, for C callers (a Connection's
-        recv): (kind, body), or raises (EOFError, OSError for max_length)."""
-        return self._get(1, INFINITY, max_length)
+        recv): (kind, body), or raises (EOFError, OSError for max_length).
+        `length_extra[kind % 8]`, when given, is added to a body's length
+        before it is compared with max_length: the caller's own length of
+        a message of that kind (Connection.recv_bytes wraps some kinds)."""
+        return self._get(1, INFINITY, max_length, length_extra)
 
     def get_many(self, Py_ssize_t max_messages, bint block=True, object timeout=None):
         """Take up to `max_messages` messages under one lock; [] on timeout.
@@ -945,7 +948,8 @@ cdef class FramedRing:
             return []
         return [out] if type(out) is tuple else out
 
-    cdef object _get(self, Py_ssize_t max_messages, double deadline, int64_t max_length=-1):
+    cdef object _get(self, Py_ssize_t max_messages, double deadline, int64_t max_length=-1,
+                     const int64_t* length_extra=NULL):
         """One (kind, body) tuple when max_messages is 1, else a list of them,
         or None when the deadline passed (a streamed message: a tuple)."""
         cdef record_header rh
@@ -972,8 +976,11 @@ cdef class FramedRing:
                         continue
                 elif self.hdr.tail != self.hdr.head:
                     self._copy_out(self.hdr.head, <char*>&rh, RECORD_HEADER)
-                    if max_length >= 0 and rh.length > <uint64_t>max_length:
-                        raise OSError(f"bad message length: the message has {rh.length} bytes, "
+                    if max_length >= 0 and rh.length + (
+                            0 if length_extra == NULL else length_extra[rh.kind % 8]) \
+                            > <uint64_t>max_length:
+                        raise OSError(f"bad message length: the message has "
+                                      f"{rh.length + (0 if length_extra == NULL else length_extra[rh.kind % 8])} bytes, "
                                       f"more than maxlength={max_length}; it stays unread")
                     if _record_size(rh.length) > self.capacity:
                         got = self._consume_stream(False)

@@ -576,19 +576,32 @@ def test_recv_bytes_longer_than_maxlength_stays_readable_when_streamed():
     assert sender.outcome() == (None, None)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: recv_bytes(maxlength) on a message sent with send(): the length check "
-    "before taking the message uses the body's length (for bytes: the raw bytes), "
-    "the pickle recv_bytes returns is longer; when only the pickle is too long "
-    "the OSError is raised after the message was taken, so it is lost although "
-    "the README and the recv_bytes docstring say it stays in the pipe"))
-def test_recv_bytes_maxlength_keeps_an_object_message_readable():
+@pytest.mark.parametrize("obj", [b"x" * 10, ("tuple", 1), "text"], ids=["bytes", "tuple", "str"])
+def test_recv_bytes_maxlength_keeps_an_object_message_readable(obj):
+    # recv_bytes of a send() message returns a pickle; a maxlength one byte
+    # short of that pickle raises and leaves the message in the pipe.
     a, b = fastmp.Pipe()
-    a.send(b"x" * 10)             # its pickle is 25 bytes
-    with pytest.raises(OSError):
-        b.recv_bytes(12)
+    a.send(obj)
+    size = len(b.recv_bytes())
+    a.send(obj)
+    with pytest.raises(OSError, match="bad message length"):
+        b.recv_bytes(size - 1)
     assert b.poll()
-    assert pickle.loads(b.recv_bytes()) == b"x" * 10
+    assert pickle.loads(b.recv_bytes(size)) == obj
+
+
+def test_recv_bytes_maxlength_keeps_an_array_message_readable():
+    np = pytest.importorskip("numpy")
+    a, b = fastmp.Pipe()
+    array = np.arange(1000, dtype=np.float64)
+    a.send(array)
+    data = b.recv_bytes()
+    back = pickle.loads(data)
+    assert back.flags.writeable and (back == array).all()
+    a.send(array)
+    with pytest.raises(OSError, match="bad message length"):
+        b.recv_bytes(len(data) - 1)
+    assert (pickle.loads(b.recv_bytes(len(data))) == array).all()
 
 
 @pytest.mark.parametrize("kind", ["bytearray", "memoryview", "array('i')"])
