@@ -82,6 +82,7 @@ cdef class FramedRing:
     cdef void _wake_readers(self, bint everyone) noexcept nogil
     cdef void _wake_writers(self) noexcept nogil
     cdef int send(self, uint32_t kind, object body) except -1
+    cdef bint _try_put_bytes(self, uint32_t kind, bytes body, uint64_t need) except -1
     cdef object receive(self, int64_t max_length, const int64_t* length_extra=*)
     cdef object _get(self, Py_ssize_t max_messages, double deadline, int64_t max_length=*,
                      const int64_t* length_extra=*)

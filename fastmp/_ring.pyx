@@ -587,6 +587,10 @@ cdef class FramedRing:
         in but the ring had no room within `room_wait` seconds: the caller
         keeps it and passes it to put_admitted later) or PUT_FULL."""
         cdef double deadline = deadline_after(timeout, block)
+        if PyBytes_CheckExact(body) and \
+                _record_size(<uint64_t>PyBytes_GET_SIZE(body)) <= self.capacity and \
+                self._try_put_bytes(kind, body, _record_size(<uint64_t>PyBytes_GET_SIZE(body))):
+            return PUT_WRITTEN
         body = _as_body(body)
         cdef uint64_t length = _body_length(body)
         if _record_size(length) > self.capacity:
@@ -597,12 +601,52 @@ cdef class FramedRing:
     cdef int send(self, uint32_t kind, object body) except -1:
         """put(kind, body) blocking with no deadline, for C callers (a
         Connection's send): PUT_WRITTEN, or raises."""
+        cdef uint64_t need
+        if PyBytes_CheckExact(body):
+            need = _record_size(<uint64_t>PyBytes_GET_SIZE(body))
+            if need <= self.capacity and self._try_put_bytes(kind, body, need):
+                return PUT_WRITTEN
         body = _as_body(body)
         cdef uint64_t length = _body_length(body)
         if _record_size(length) > self.capacity:
             return self._put_stream(kind, body, length, False, INFINITY, INFINITY)
         return self._put_records([(kind, body, length)], _record_size(length), MODE_PUT,
                                  INFINITY, INFINITY)
+
+    cdef bint _try_put_bytes(self, uint32_t kind, bytes body, uint64_t need) except -1:
+        """The common send: one small bytes record and room for it right
+        away.  Writes it and returns True, or returns False having changed
+        nothing (no room, a stream in the way, the lock busy, an end closed)
+        and the caller takes the general path, which handles all of those.
+        Saves the batch list and tuples of _put_records (~60 ns)."""
+        cdef record_header rh
+        cdef uint64_t pos
+        cdef int rc = pthread_mutex_trylock(&self.hdr.mutex)
+        if rc == EOWNERDEAD:
+            # Ours now, left inconsistent by a holder that died: repair it
+            # as every other lock path does.
+            _repair_ring(<void*>self.hdr)
+            pthread_mutex_consistent(&self.hdr.mutex)
+        elif rc != 0:
+            return False        # busy: the general path waits for it
+        if self.hdr.stream_writer != STREAM_IDLE or not self._count_allows(1, False) or \
+                self.capacity - (self.hdr.tail - self.hdr.head) < need or \
+                (self.hangup_fd >= 0 and (self.peer_closed or
+                                          self.hdr.hangups != self.seen_hangups)):
+            self._unlock()
+            return False
+        pos = self.hdr.tail
+        rh.length = <uint64_t>PyBytes_GET_SIZE(body)
+        rh.kind = kind
+        rh.reserved = 0
+        self._copy_in(pos, <const char*>&rh, RECORD_HEADER)
+        self._copy_in(pos + RECORD_HEADER, PyBytes_AS_STRING(body), rh.length)
+        fastmp_store_release_u64(&self.hdr.tail, pos + need)
+        self.hdr.written += 1
+        self._wake_readers(False)
+        self._signal_ready()
+        self._unlock()
+        return True
 
     def put_many(self, records, bint block=True, object timeout=None,
                  double room_wait=INFINITY):
