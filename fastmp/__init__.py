@@ -9,9 +9,11 @@ so the module can stand in for it as a whole.
 
 import multiprocessing as _multiprocessing
 
+from fastmp._lock import Lock, RLock
 from fastmp.connection import Pipe
 from fastmp.context import get_context
 from fastmp.queues import JoinableQueue, Queue, SimpleQueue
+from fastmp.sharedctypes import Array, RawArray, RawValue, Value
 
 # The rest of multiprocessing's public API, unchanged.
 for _name in _multiprocessing.__all__:
@@ -19,5 +21,6 @@ for _name in _multiprocessing.__all__:
         globals()[_name] = getattr(_multiprocessing, _name)
 del _name
 
-__all__ = sorted(set(_multiprocessing.__all__) | {"Queue", "JoinableQueue", "SimpleQueue", "Pipe", "get_context"})
+__all__ = sorted(set(_multiprocessing.__all__) | {"Queue", "JoinableQueue", "SimpleQueue", "Pipe", "Lock", "RLock", "Value",
+                                                "Array", "RawValue", "RawArray", "get_context"})
 __version__ = "0.1.0"

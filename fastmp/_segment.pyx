@@ -11,6 +11,7 @@ the descriptor when the segment is pickled for it (multiprocessing's DupFd,
 allowed only while a process is being started) and maps it again.
 """
 
+from cpython.buffer cimport PyBuffer_FillInfo
 from libc.errno cimport errno
 from libc.string cimport strerror
 from posix.unistd cimport close, ftruncate
@@ -86,6 +87,14 @@ cdef class Segment:
     @property
     def address(self):
         return <size_t>self.addr
+
+    # The whole mapping as a writable buffer: ctypes' from_buffer and
+    # memoryview slices over it keep the segment (and so the mapping) alive.
+    def __getbuffer__(self, Py_buffer* view, int flags):
+        PyBuffer_FillInfo(view, self, self.addr, self.size, 0, flags)
+
+    def __releasebuffer__(self, Py_buffer* view):
+        pass
 
     def __dealloc__(self):
         if self.addr != NULL:

@@ -38,6 +38,9 @@ cdef extern from "_atomics.h" nogil:
     uint64_t fastmp_load_acquire_u64(const uint64_t* p)
     void fastmp_store_release_u64(uint64_t* p, uint64_t v)
     int32_t fastmp_load_relaxed_i32(const int32_t* p)
+    uint32_t fastmp_load_acquire_u32(const uint32_t* p)
+    int fastmp_cas_acquire_u32(uint32_t* p, uint32_t expected, uint32_t desired)
+    uint32_t fastmp_xchg_release_u32(uint32_t* p, uint32_t v)
     void fastmp_cpu_relax()
 
 # Called with the mutex held after a lock returned EOWNERDEAD: put the shared

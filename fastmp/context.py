@@ -1,4 +1,5 @@
-"""fastmp.get_context(): multiprocessing contexts whose queues and pipes are fastmp's.
+"""fastmp.get_context(): multiprocessing contexts whose queues, pipes, locks and
+shared values are fastmp's.
 
 Each context subclasses the standard library's context for its start method
 (so it *is* a multiprocessing.context.BaseContext, its Process is that
@@ -10,12 +11,16 @@ then reach into its pipe (`_reader`, `_writer`, `_rlock`, and
 multiprocessing.connection.wait on `_reader`): fastmp.SimpleQueue carries
 those attributes over a fastmp.Pipe, whose Connections have a fileno() that
 wait() can use (see fastmp/connection.py), so both run on fastmp's queues.
+
+Lock and RLock are fastmp's too.  The context's Condition, Event and Barrier
+stay the standard library's and take the context's locks: fastmp's locks
+answer the `_semlock._is_mine()` / `_count()` calls that Condition makes.
 """
 
 import multiprocessing
 from multiprocessing import context as _mp_context
 
-from fastmp import connection, queues
+from fastmp import _lock, connection, queues, sharedctypes
 
 __all__ = ["get_context", "ForkContext", "SpawnContext", "ForkServerContext"]
 
@@ -38,6 +43,31 @@ class _FastmpPrimitives:
     def Pipe(self, duplex=True, *, capacity=connection.DEFAULT_CAPACITY):
         """A fastmp.Pipe (see fastmp.connection.Pipe)."""
         return connection.Pipe(duplex, capacity=capacity)
+
+    def Lock(self):
+        """A fastmp.Lock (see fastmp/_lock.pyx)."""
+        return _lock.Lock()
+
+    def RLock(self):
+        """A fastmp.RLock."""
+        return _lock.RLock()
+
+    def Value(self, typecode_or_type, *args, lock=True):
+        """A fastmp.Value (see fastmp.sharedctypes)."""
+        return sharedctypes.Value(typecode_or_type, *args, lock=lock, ctx=self.get_context())
+
+    def Array(self, typecode_or_type, size_or_initializer, *, lock=True):
+        """A fastmp.Array."""
+        return sharedctypes.Array(typecode_or_type, size_or_initializer, lock=lock,
+                                  ctx=self.get_context())
+
+    def RawValue(self, typecode_or_type, *args):
+        """A fastmp.RawValue: a ctypes object in shared memory."""
+        return sharedctypes.RawValue(typecode_or_type, *args)
+
+    def RawArray(self, typecode_or_type, size_or_initializer):
+        """A fastmp.RawArray: a ctypes array in shared memory."""
+        return sharedctypes.RawArray(typecode_or_type, size_or_initializer)
 
     def get_context(self, method=None):
         if method is None:

@@ -90,11 +90,54 @@ def test_context_simple_queue_and_pipe_are_fastmps(ctx):
     q.close()
 
 
+def test_context_locks_and_shared_values_are_fastmps(ctx):
+    assert type(ctx.Lock()) is fastmp.Lock
+    assert type(ctx.RLock()) is fastmp.RLock
+    value = ctx.Value("d", 1.5)
+    assert type(value) is fastmp.sharedctypes.Synchronized and value.value == 1.5
+    assert type(value.get_lock()) is fastmp.RLock
+    array = ctx.Array("i", [1, 2, 3], lock=False)
+    assert list(array) == [1, 2, 3]
+    assert ctx.RawValue("i", 4).value == 4
+    assert list(ctx.RawArray("b", 2)) == [0, 0]
+
+
+def _wait_for_everything(event, condition, barrier, state):
+    event.wait(30)
+    with condition:
+        condition.wait_for(lambda: state.value >= 1, 30)
+    barrier.wait(30)
+    state.value += 10
+
+
+def test_standard_library_condition_event_barrier_run_on_fastmp_locks(ctx):
+    # Condition calls lock._semlock._is_mine() and _count() on the context's
+    # (fastmp) RLock; Event and Barrier are built on Condition.
+    event, condition, barrier = ctx.Event(), ctx.Condition(), ctx.Barrier(2)
+    state = ctx.Value("i", 0)
+    assert type(condition._lock) is fastmp.RLock
+    child = ctx.Process(target=_wait_for_everything, args=(event, condition, barrier, state))
+    child.start()
+    try:
+        event.set()
+        with condition:
+            state.value = 1
+            condition.notify_all()
+        barrier.wait(30)
+        child.join(60)
+    finally:
+        if child.exitcode is None:
+            child.kill()
+            child.join()
+    assert child.exitcode == 0
+    assert state.value == 11
+
+
 def test_other_primitives_are_the_standard_librarys(ctx):
     method = ctx.get_start_method()
     stdlib = multiprocessing.get_context(method)
     assert type(ctx.Event()) is type(stdlib.Event())
-    assert type(ctx.Lock()) is type(stdlib.Lock())
+    assert type(ctx.Semaphore()) is type(stdlib.Semaphore())
 
 
 def test_default_context_follows_multiprocessing_without_fixing_it():
