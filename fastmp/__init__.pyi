@@ -1,23 +1,17 @@
-"""Type stubs for fastmp: Queue, JoinableQueue, SimpleQueue and Pipe are fastmp's own; the rest is multiprocessing's."""
+"""Type stubs for fastmp: Queue, JoinableQueue, SimpleQueue, Pipe, Lock, RLock, Value, Array, RawValue and RawArray are fastmp's own; the rest is multiprocessing's."""
 from multiprocessing import (
-    Array as Array,
     AuthenticationError as AuthenticationError,
     Barrier as Barrier,
     BoundedSemaphore as BoundedSemaphore,
     BufferTooShort as BufferTooShort,
     Condition as Condition,
     Event as Event,
-    Lock as Lock,
     Manager as Manager,
     Pool as Pool,
     Process as Process,
     ProcessError as ProcessError,
-    RLock as RLock,
-    RawArray as RawArray,
-    RawValue as RawValue,
     Semaphore as Semaphore,
     TimeoutError as TimeoutError,
-    Value as Value,
     active_children as active_children,
     allow_connection_pickling as allow_connection_pickling,
     cpu_count as cpu_count,
@@ -34,11 +28,17 @@ from multiprocessing import (
     set_start_method as set_start_method,
 )
 
+from fastmp._lock import Lock as Lock
+from fastmp._lock import RLock as RLock
 from fastmp.connection import Pipe as Pipe
 from fastmp.context import get_context as get_context
 from fastmp.queues import JoinableQueue as JoinableQueue
 from fastmp.queues import Queue as Queue
 from fastmp.queues import SimpleQueue as SimpleQueue
+from fastmp.sharedctypes import Array as Array
+from fastmp.sharedctypes import RawArray as RawArray
+from fastmp.sharedctypes import RawValue as RawValue
+from fastmp.sharedctypes import Value as Value
 
 __version__: str
 __all__: list[str]
