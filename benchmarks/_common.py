@@ -224,12 +224,14 @@ def percentile(sorted_values, p):
 def format_value(value, unit):
     if value is None:
         return "n/a"
-    if unit == "msg/s":
+    if unit in ("msg/s", "ops/s"):
         if value >= 1e6:
-            return f"{value / 1e6:.2f} M msg/s"
+            return f"{value / 1e6:.2f} M {unit}"
         if value >= 1e3:
-            return f"{value / 1e3:.1f} k msg/s"
-        return f"{value:.0f} msg/s"
+            return f"{value / 1e3:.1f} k {unit}"
+        return f"{value:.0f} {unit}"
+    if unit == "ns":
+        return f"{value:.1f} ns" if value < 100 else f"{value:,.0f} ns"
     if unit == "MB/s":
         return f"{value:,.0f} MB/s"
     if unit == "us":
