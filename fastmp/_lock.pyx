@@ -163,7 +163,8 @@ cdef class _LockBase:
     def __enter__(self):
         return bool(lock_acquire(self.state, self.recursive, INFINITY))
 
-    def __exit__(self, *args):
+    def __exit__(self, exc_type, exc_value, traceback):
+        # Named arguments, not *args: no tuple to build (~25 ns per `with`).
         lock_release(self.state, self.recursive)
 
     # multiprocessing.synchronize.Condition calls lock._semlock._is_mine()

@@ -120,10 +120,15 @@ cdef class SynchronizedBase:
         return self.release_method
 
     def __enter__(self):
+        if self.lstate != NULL:
+            return bool(lock_acquire(self.lstate, self.lrecursive, INFINITY))
         return self._lock.__enter__()
 
-    def __exit__(self, *args):
-        return self._lock.__exit__(*args)
+    def __exit__(self, exc_type, exc_value, traceback):
+        if self.lstate != NULL:
+            lock_release(self.lstate, self.lrecursive)
+            return None
+        return self._lock.__exit__(exc_type, exc_value, traceback)
 
     def __reduce__(self):
         _mp_context.assert_spawning(self)
