@@ -18,6 +18,7 @@ from multiprocessing import context as _mp_context
 
 from cpython.long cimport PyLong_AsUnsignedLongLongMask, PyLong_CheckExact
 from cpython.float cimport PyFloat_AsDouble, PyFloat_CheckExact
+from cpython.number cimport PyNumber_AsSsize_t
 from libc.math cimport INFINITY
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
@@ -212,7 +213,9 @@ cdef class SynchronizedArray(SynchronizedBase):
     def __len__(self):
         return self.length
 
-    cdef inline Py_ssize_t _index(self, Py_ssize_t i) except -1:
+    cdef inline Py_ssize_t _index(self, object index) except -1:
+        # As ctypes: an index beyond Py_ssize_t is an IndexError too.
+        cdef Py_ssize_t i = PyNumber_AsSsize_t(index, IndexError)
         if i < 0:
             i += self.length
         if i < 0 or i >= self.length:
@@ -247,9 +250,13 @@ cdef class SynchronizedArray(SynchronizedBase):
             self._obj[i] = value
 
     def __array__(self, dtype=None, copy=None):
+        # NumPy's protocol: copy=False means "a view or an error".
         import numpy
         view = numpy.asarray(self._obj)
-        if dtype is not None and view.dtype != dtype:
+        if dtype is not None and view.dtype != numpy.dtype(dtype):
+            if copy is False:
+                raise ValueError("Unable to avoid copy while creating an array as requested: "
+                                 f"the shared array holds {view.dtype}, not {numpy.dtype(dtype)}")
             return view.astype(dtype)
         if copy:
             return view.copy()

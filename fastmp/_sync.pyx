@@ -34,6 +34,10 @@ cdef extern from "<errno.h>":
 cdef extern from "<signal.h>" nogil:
     int kill(int pid, int sig)
 
+from libc.stdio cimport snprintf
+from posix.fcntl cimport O_CLOEXEC, O_RDONLY, open
+from posix.unistd cimport close, read
+
 WAIT_SLICE = 0.05
 # A call whose deadline has passed (block=False, timeout=0) still waits this
 # long for the lock: holders keep it only for a copy, and giving up at once
@@ -69,11 +73,38 @@ cdef double deadline_after(object timeout, bint block) except? -1.0:
 
 
 cdef bint pid_alive(int pid) noexcept nogil:
+    """Whether process `pid` still runs.  A zombie (dead, not yet reaped by
+    its parent) does not: kill(pid, 0) succeeds on it, but it will never
+    release anything, and a parent that has not joined a killed child yet
+    must not wait on it for ever."""
     if pid <= 0:
         return False
-    if kill(pid, 0) == 0:
-        return True
-    return errno == EPERM
+    if kill(pid, 0) != 0:
+        return errno == EPERM
+    return not _is_zombie(pid)
+
+
+cdef bint _is_zombie(int pid) noexcept nogil:
+    # /proc/<pid>/stat: "pid (comm) S ...": the state follows the last ')'
+    # (comm itself may contain parentheses).  Unreadable: assume running.
+    cdef char path[48]
+    cdef char buf[512]
+    cdef int fd
+    cdef ssize_t n, i
+    snprintf(path, sizeof(path), "/proc/%d/stat", pid)
+    fd = open(path, O_RDONLY | O_CLOEXEC)
+    if fd < 0:
+        return False
+    n = read(fd, buf, sizeof(buf) - 1)
+    close(fd)
+    if n <= 0:
+        return False
+    i = n - 1
+    while i >= 0 and buf[i] != b')':
+        i -= 1
+    if i < 0 or i + 2 >= n:
+        return False
+    return buf[i + 2] == b'Z' or buf[i + 2] == b'X'
 
 
 cdef int mutex_init(pthread_mutex_t* m) except -1:

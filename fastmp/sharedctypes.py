@@ -13,7 +13,8 @@ Array wrap them with a lock).  The memory comes from fastmp's arenas
 (fastmp/_arena.py: memfds, 64-byte aligned blocks); the objects reach child
 processes through the standard library's own ctypes reducer, so they can be
 passed as Process arguments under every start method, and pickling them at
-any other time raises RuntimeError, as it does for the standard library's.
+any other time fails as it does for the standard library's (RuntimeError
+from multiprocessing's pickler).
 
 What is faster: `Value(lock=True).value` and `Array(lock=True)[i]` take a
 fastmp RLock (one atomic instruction each way) and read or write the number

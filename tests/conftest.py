@@ -37,7 +37,8 @@ _FASTMP_SHM_NAME = re.compile(r"fast_?mp|^fmp[-_.]", re.IGNORECASE)
 #: pay for numpy/pytest/fastmp imports again (the Queue still reaches the
 #: child through DupFd, which is what these tests are about).
 _FORKSERVER_PRELOAD = ["fastmp", "numpy", "pytest", "conftest",
-                       "test_start_methods", "test_crash_safety", "test_pipe"]
+                       "test_start_methods", "test_crash_safety", "test_pipe",
+                       "test_sharedctypes", "test_lock"]
 multiprocessing.set_forkserver_preload(_FORKSERVER_PRELOAD)
 
 

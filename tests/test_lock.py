@@ -611,11 +611,6 @@ def test_a_killed_holder_is_taken_over_by_another_process_then_by_the_parent(
     assert is_free(lock)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a dead holder is recognised with kill(pid, 0), which succeeds for a "
-    "zombie: until its parent reaps it the lock is not taken over, so a parent "
-    "that acquires before join() waits for ever (fork and spawn; the forkserver "
-    "reaps its children itself)"))
 def test_the_parent_takes_over_from_a_killed_child_it_has_not_reaped_yet(procs):
     ctx = multiprocessing.get_context("fork")
     lock = fastmp.Lock()

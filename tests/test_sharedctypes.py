@@ -572,10 +572,6 @@ def test_reads_return_ctypes_types(code):
         assert type(a[0]) is type(ctype().value)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: the Array fast path converts the index to Py_ssize_t itself: an index "
-    "beyond Py_ssize_t raises OverflowError where ctypes (and multiprocessing) "
-    "raise IndexError"))
 @pytest.mark.parametrize("index", [2**70, -2**70])
 def test_huge_index_raises_index_error(index):
     for module in (mp_sharedctypes, fm_sharedctypes):
@@ -684,10 +680,6 @@ def test_numpy_array_copies_and_converts(np):
         assert np.shares_memory(np.array(a, copy=False), np.asarray(a))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: SynchronizedArray.__array__(dtype, copy=False) returns a converted copy "
-    "instead of raising ValueError, as numpy 2 requires (and as numpy does for "
-    "the RawArray itself)"))
 def test_numpy_copy_false_with_another_dtype_raises_value_error(np):
     if int(np.__version__.split(".")[0]) < 2:
         pytest.skip("numpy < 2 has no copy=False protocol")
