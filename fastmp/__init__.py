@@ -9,6 +9,7 @@ so the module can stand in for it as a whole.
 
 import multiprocessing as _multiprocessing
 
+from fastmp._float_channel import FloatChannel
 from fastmp._lock import Lock, RLock
 from fastmp.connection import Pipe
 from fastmp.context import get_context
@@ -22,5 +23,5 @@ for _name in _multiprocessing.__all__:
 del _name
 
 __all__ = sorted(set(_multiprocessing.__all__) | {"Queue", "JoinableQueue", "SimpleQueue", "Pipe", "Lock", "RLock", "Value",
-                                                "Array", "RawValue", "RawArray", "get_context"})
+                                                "Array", "RawValue", "RawArray", "FloatChannel", "get_context"})
 __version__ = "0.1.0"

@@ -28,6 +28,7 @@ from multiprocessing import (
     set_start_method as set_start_method,
 )
 
+from fastmp._float_channel import FloatChannel as FloatChannel
 from fastmp._lock import Lock as Lock
 from fastmp._lock import RLock as RLock
 from fastmp.connection import Pipe as Pipe

@@ -25,6 +25,7 @@ def test_reimplemented_names_are_fastmps_and_the_rest_are_the_standard_librarys(
     assert fastmp.SimpleQueue.__module__ == "fastmp.queues"
     assert fastmp.Value is fastmp.sharedctypes.Value
     assert fastmp.Lock.__module__ == "fastmp._lock"
+    assert fastmp.FloatChannel.__module__ == "fastmp._float_channel"
     assert fastmp.Process is multiprocessing.Process
     assert fastmp.cpu_count is multiprocessing.cpu_count
 
