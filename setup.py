@@ -10,7 +10,16 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 debug = os.environ.get("FASTMP_DEBUG") == "1"
+# FASTMP_SANITIZE=1: AddressSanitizer + UndefinedBehaviorSanitizer build (see
+# README, "Sanitizers"); the interpreter must then run with libasan preloaded.
+sanitize = os.environ.get("FASTMP_SANITIZE") == "1"
 extra_compile_args = ["-O0", "-g"] if debug else ["-O3"]
+extra_link_args = []
+if sanitize:
+    sanitizers = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
+                  "-fno-omit-frame-pointer"]
+    extra_compile_args = ["-O1", "-g"] + sanitizers
+    extra_link_args = sanitizers
 
 extensions = [
     Extension(
@@ -18,6 +27,7 @@ extensions = [
         [path],
         include_dirs=["fastmp"],
         extra_compile_args=extra_compile_args,
+        extra_link_args=extra_link_args,
         define_macros=[("_GNU_SOURCE", "1")],
     )
     for path in sorted(glob.glob("fastmp/*.pyx"))
