@@ -34,6 +34,7 @@ library, `recv()` of raw bytes unpickles them and `recv_bytes()` of an object
 returns its pickle.
 """
 
+import operator
 import os
 import select
 import socket
@@ -52,6 +53,9 @@ __all__ = ["Connection", "Pipe", "DEFAULT_CAPACITY", "DEFAULT_RECV_MANY"]
 DEFAULT_CAPACITY = 1 << 20
 # recv_many's default batch limit.
 DEFAULT_RECV_MANY = 1024
+# A maxlength at least this large limits nothing (and would not fit the
+# ring's 64-bit length check).
+_NO_LIMIT = 1 << 62
 
 
 cdef class Connection:
@@ -187,6 +191,8 @@ cdef class Connection:
         cdef FramedRing ring = self._read_ring
         if ring is None:
             self._no_read_ring()
+        if max_messages < 1:
+            raise ValueError(f"max_messages must be at least 1, got {max_messages}")
         return [body if kind == _KIND_BYTES else decode(kind, body)
                 for kind, body in ring.get_many(max_messages)]
 
@@ -203,10 +209,13 @@ cdef class Connection:
         else:
             if maxlength < 0:
                 raise ValueError("negative maxlength")
-            # The ring checks the length recv_bytes will return (the body
-            # plus this kind's wrapping, _RECV_BYTES_EXTRA) before taking the
-            # message, so a message that is too long stays in the pipe.
-            kind, body = ring.receive(maxlength, _RECV_BYTES_EXTRA)
+            if maxlength >= _NO_LIMIT:
+                kind, body = ring.receive(-1)   # no message is that long
+            else:
+                # The ring checks the length recv_bytes will return (the body
+                # plus this kind's wrapping, _RECV_BYTES_EXTRA) before taking
+                # the message, so a message that is too long stays in the pipe.
+                kind, body = ring.receive(maxlength, _RECV_BYTES_EXTRA)
         if kind == _KIND_RAW or kind == _KIND_PICKLE:
             return body         # raw bytes, or already a pickle
         return _as_pickle(kind, body)
@@ -217,7 +226,12 @@ cdef class Connection:
         multiprocessing.BufferTooShort with the whole message as args[0]."""
         if self._read_ring is None:
             self._no_read_ring()
+        # Everything that can be wrong with the arguments is checked before
+        # a message is taken, so a bad call loses nothing.
+        offset = operator.index(offset)
         with memoryview(buf) as m:
+            if m.readonly:
+                raise TypeError("recv_bytes_into needs a writable buffer")
             itemsize = m.itemsize
             bytesize = itemsize * len(m)
             if offset < 0:
@@ -238,6 +252,12 @@ cdef class Connection:
         cdef FramedRing ring = self._read_ring
         if ring is None:
             self._no_read_ring()
+        if timeout is not None and type(timeout) is not float:
+            # As the standard library: a timeout must be a real number,
+            # checked even when a message is already waiting.
+            timeout = _mp_timeout(timeout)
+        if timeout != timeout:
+            raise ValueError("timeout must be a number, not NaN")
         if ring.count > 0:
             return True
         if timeout is None:
@@ -355,6 +375,16 @@ cdef bytes _as_pickle(int kind, body):
     if kind == _KIND_PICKLE_OOB:
         return b"".join((_OOB_PICKLE_HEAD, length, body, _OOB_PICKLE_TAIL))
     raise ValueError(f"unknown fastmp message kind {kind}: corrupted pipe or version mismatch")
+
+
+def _mp_timeout(timeout):
+    if isinstance(timeout, (int, float)):
+        return timeout
+    try:
+        return float(operator.index(timeout))
+    except TypeError:
+        pass
+    raise TypeError(f"timeout must be a number or None, not {type(timeout).__name__}")
 
 
 def _attach(ring):

@@ -738,6 +738,8 @@ cdef class FloatChannel:
 
     def full(self):
         """True if a send would block (approximate; never in latest mode)."""
+        if self.closed:
+            raise _closed_error(self)
         return not self.latest and self.qsize() >= self.cap
 
     def close(self):

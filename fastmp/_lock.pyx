@@ -27,6 +27,7 @@ and `_count()` that multiprocessing's Condition (and so Event and Barrier)
 call on the lock they are given.
 """
 
+import operator
 import os
 import threading
 from multiprocessing import context as _mp_context
@@ -155,6 +156,8 @@ cdef class _LockBase:
     def acquire(self, block=True, timeout=None):
         """Take the lock: True once held, False if `timeout` seconds passed
         (or at once with block=False).  Ctrl-C interrupts a wait."""
+        if type(block) is not bool:
+            block = operator.index(block)   # as the standard library: TypeError for "x"
         return bool(lock_acquire(self.state, self.recursive, deadline_after(timeout, block)))
 
     def release(self):
