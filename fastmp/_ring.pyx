@@ -115,6 +115,9 @@ PUT_UNCOUNTED_ = PUT_UNCOUNTED
 
 HEADER_SIZE = sizeof(fastmp_ring_header)
 
+import os as _os
+cdef Py_ssize_t _PHYSICAL_MEMORY = _os.sysconf("SC_PHYS_PAGES") * _os.sysconf("SC_PAGE_SIZE")
+
 
 cdef enum:
     MODE_PUT = 0
@@ -259,6 +262,11 @@ cdef class FramedRing:
         cdef uint64_t cap
         if capacity < 64:
             raise ValueError(f"ring capacity must be at least 64 bytes, got {capacity}")
+        if capacity > _PHYSICAL_MEMORY:
+            # The ring is pre-faulted (MAP_POPULATE): more than the machine
+            # has would thrash or wake the OOM killer instead of failing.
+            raise ValueError(f"ring capacity of {capacity} bytes is more than this machine's "
+                             f"memory ({_PHYSICAL_MEMORY} bytes)")
         cap = _align8(<uint64_t>capacity)
         hsize = _align8(sizeof(fastmp_ring_header))
         self._bind(Segment(hsize + cap))

@@ -209,3 +209,10 @@ def test_hang_up_gives_up_rather_than_deadlock_on_a_held_mutex():
         child.kill()
         child.join()
     assert child.exitcode == 0
+
+
+def test_capacity_beyond_the_machines_memory_is_refused_at_once():
+    # Pre-faulting it would thrash or meet the OOM killer instead.
+    too_big = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") + 4096
+    with pytest.raises(ValueError, match="more than this machine's memory"):
+        FramedRing(too_big)
