@@ -158,7 +158,7 @@ def _capacity_cases():
             yield pytest.param(make, value, exc, id=f"{name}(capacity={type(value).__name__}:{value!s:.8})")
 
 
-@pytest.mark.parametrize("make, capacity, exc", _capacity_cases())
+@pytest.mark.parametrize("make, capacity, exc", list(_capacity_cases()))
 def test_capacity_bad_values(make, capacity, exc):
     with pytest.raises(exc):
         make(capacity)
@@ -468,7 +468,7 @@ def _float_channel_after_close_cases():
                                id=f"{'latest' if latest else 'fifo'}-{method}-{i}")
 
 
-@pytest.mark.parametrize("latest, method, args", _float_channel_after_close_cases())
+@pytest.mark.parametrize("latest, method, args", list(_float_channel_after_close_cases()))
 def test_float_channel_after_close_raises_value_error(latest, method, args):
     ch = fastmp.FloatChannel(4, latest=latest)
     ch.close()
