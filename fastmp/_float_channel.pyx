@@ -70,7 +70,9 @@ import sys
 from multiprocessing import context as _mp_context
 
 from fastmp._segment cimport Segment
-from fastmp._sync cimport WAIT_SLICE, deadline_after, fastmp_cpu_relax, monotonic, time_t, timespec
+from fastmp._sync cimport (
+    WAIT_SLICE, deadline_after, fastmp_cpu_relax, monotonic, next_slice, timespec,
+)
 
 __all__ = ["FloatChannel"]
 
@@ -438,7 +440,6 @@ cdef class FloatChannel:
         whatever a signal handler raises (Ctrl-C), or ValueError if this
         handle is closed meanwhile."""
         cdef timespec ts
-        cdef double now, seconds
         cdef bint ready
         cdef fastmp_fc_header* hdr = self.hdr
         if deadline > 0:
@@ -465,12 +466,8 @@ cdef class FloatChannel:
                     raise EOFError("FloatChannel: the writer has closed or exited and "
                                    "every value it sent has been received")
                 raise BrokenPipeError("FloatChannel: the reader has closed or exited")
-            now = monotonic()
-            if now >= deadline:
+            if not next_slice(deadline, &ts):
                 return 0
-            seconds = deadline - now if deadline - now < WAIT_SLICE else WAIT_SLICE
-            ts.tv_sec = <time_t>seconds
-            ts.tv_nsec = <long>((seconds - <double>ts.tv_sec) * 1e9)
             with nogil:
                 if reading:
                     fastmp_fc_sleep_until_readable(hdr, &ts)

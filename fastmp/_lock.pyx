@@ -40,9 +40,9 @@ from posix.unistd cimport getpid
 
 from fastmp._arena import allocate
 from fastmp._sync cimport (
-    WAIT_SLICE, deadline_after, fastmp_cas_acquire_u32, fastmp_cpu_relax,
-    fastmp_futex_wait, fastmp_futex_wake, fastmp_load_acquire_u32, fastmp_xchg_release_u32,
-    monotonic, pid_alive, time_t, timespec,
+    deadline_after, fastmp_cas_acquire_u32, fastmp_cpu_relax, fastmp_futex_wait,
+    fastmp_futex_wake, fastmp_load_acquire_u32, fastmp_xchg_release_u32, next_slice, pid_alive,
+    timespec,
 )
 
 __all__ = ["Lock", "RLock"]
@@ -69,7 +69,6 @@ cdef int _acquire_contended(fastmp_lock_state* s, double deadline) except -1:
     """The word was not free.  1 once taken, 0 at the deadline."""
     cdef uint32_t w, owner
     cdef int i
-    cdef double now, seconds
     cdef timespec ts
     for i in range(SPIN_TRIES):
         fastmp_cpu_relax()
@@ -93,12 +92,8 @@ cdef int _acquire_contended(fastmp_lock_state* s, double deadline) except -1:
             if not fastmp_cas_acquire_u32(&s.word, w, w | FASTMP_LOCK_WAITERS):
                 continue
             w |= FASTMP_LOCK_WAITERS
-        now = monotonic()
-        if now >= deadline:
+        if not next_slice(deadline, &ts):
             return 0
-        seconds = deadline - now if deadline - now < WAIT_SLICE else WAIT_SLICE
-        ts.tv_sec = <time_t>seconds
-        ts.tv_nsec = <long>((seconds - <double>ts.tv_sec) * 1e9)
         with nogil:
             # Returns at once if the word changed since we read it: a
             # release between our read and the sleep is never missed.

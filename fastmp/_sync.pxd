@@ -62,4 +62,5 @@ cdef int mutex_acquire(pthread_mutex_t* m, repair_fn repair, void* state,
 cdef void mutex_release(pthread_mutex_t* m) noexcept nogil
 cdef int wait_slice(uint32_t* sequence, uint32_t seen, pthread_mutex_t* m, double deadline,
                    repair_fn repair, void* state) noexcept nogil
+cdef bint next_slice(double deadline, timespec* ts) noexcept nogil
 cdef void wake(uint32_t* sequence, bint everyone) noexcept nogil

@@ -216,21 +216,29 @@ cdef int wait_slice(uint32_t* sequence, uint32_t seen, pthread_mutex_t* m, doubl
     `deadline`), lock again.  A wake() between the unlock and the sleep has
     already changed `sequence`, so the sleep returns at once: no lost wake-up.
     Returns 1 if the deadline has passed, else 0."""
-    cdef double now = monotonic()
-    cdef double seconds
     cdef timespec ts
     cdef int rc
-    if now >= deadline:
+    if not next_slice(deadline, &ts):
         return 1
-    seconds = deadline - now if deadline - now < WAIT_SLICE else WAIT_SLICE
-    ts.tv_sec = <time_t>seconds
-    ts.tv_nsec = <long>((seconds - <double>ts.tv_sec) * 1e9)
     pthread_mutex_unlock(m)
     fastmp_futex_wait(sequence, seen, &ts)
     rc = pthread_mutex_lock(m)
     if rc == EOWNERDEAD:
         _recover(m, repair, state)
     return 0
+
+
+cdef bint next_slice(double deadline, timespec* ts) noexcept nogil:
+    """The next sleep of a sliced wait: False once `deadline` has passed,
+    else True with `ts` set to what is left, at most WAIT_SLICE."""
+    cdef double seconds = deadline - monotonic()
+    if seconds <= 0:
+        return False
+    if seconds > WAIT_SLICE:
+        seconds = WAIT_SLICE
+    ts.tv_sec = <time_t>seconds
+    ts.tv_nsec = <long>((seconds - <double>ts.tv_sec) * 1e9)
+    return True
 
 
 cdef void wake(uint32_t* sequence, bint everyone) noexcept nogil:
