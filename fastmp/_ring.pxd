@@ -77,6 +77,7 @@ cdef class FramedRing:
     cdef void _skip_orphaned_stream(self) noexcept nogil
     cdef void _unlock(self) noexcept nogil
     cdef void _spin_unlocked(self, double deadline) noexcept
+    cdef int _await_records(self, bint* spun, double deadline, bint may_end) except -1
     cdef int _wait(self, bint for_readers, double deadline) except -1
     cdef int _spin_until_changed(self, bint for_readers, double deadline) except -1
     cdef void _wake_readers(self, bint everyone) noexcept nogil

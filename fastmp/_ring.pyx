@@ -119,6 +119,13 @@ import os as _os
 cdef Py_ssize_t _PHYSICAL_MEMORY = _os.sysconf("SC_PHYS_PAGES") * _os.sysconf("SC_PAGE_SIZE")
 
 
+# _await_records() steps.
+cdef enum:
+    WAIT_AGAIN = 0
+    WAIT_EXPIRED = 1
+    WAIT_WRITERS_GONE = 2
+
+
 cdef enum:
     MODE_PUT = 0
     MODE_ADMITTED = 1
@@ -449,6 +456,27 @@ cdef class FramedRing:
                 if monotonic() >= until:
                     return
 
+    cdef int _await_records(self, bint* spun, double deadline, bint may_end) except -1:
+        """Mutex held, nothing to take: one step of a reader's wait.  Polls
+        once per call (spin, then the caller re-checks under the lock), then
+        sleeps a slice per step.  WAIT_EXPIRED at the deadline;
+        WAIT_WRITERS_GONE for a Connection whose writers are all gone (its
+        hang-up socket reads EOF) when `may_end` (no other reader is in the
+        middle of a stream): the ring was found empty under the mutex, after
+        the writers' last publish, so that is end of file.  The socket is
+        looked at only after the poll, so a busy pipe makes no syscall."""
+        if may_end and self.hangup_fd >= 0 and (spun[0] or monotonic() >= deadline) \
+                and self._peer_gone():
+            return WAIT_WRITERS_GONE
+        if monotonic() >= deadline:
+            return WAIT_EXPIRED
+        if not spun[0]:
+            spun[0] = True
+            self._spin_until_changed(True, deadline)
+            return WAIT_AGAIN
+        self._wait(True, deadline)
+        return WAIT_AGAIN
+
     cdef int _wait(self, bint for_readers, double deadline) except -1:
         """Mutex held on entry and exit.  Sleep one slice on not_empty
         (readers) or not_full (writers).  Returns 1 once the deadline has
@@ -512,21 +540,16 @@ cdef class FramedRing:
         would not block), False when the deadline passes first."""
         cdef double deadline = deadline_after(timeout, block)
         cdef bint spun = False
+        cdef int step
         if self._lock(deadline):
             return False
         try:
             while True:
                 if self.hdr.written != self.hdr.taken:
                     return True
-                if (spun or monotonic() >= deadline) and self._peer_gone():
-                    return True
-                if monotonic() >= deadline:
-                    return False
-                if not spun:
-                    spun = True
-                    self._spin_until_changed(True, deadline)
-                    continue
-                self._wait(True, deadline)
+                step = self._await_records(&spun, deadline, True)
+                if step != WAIT_AGAIN:
+                    return step == WAIT_WRITERS_GONE
         finally:
             self._unlock()
 
@@ -1005,7 +1028,7 @@ cdef class FramedRing:
         """One (kind, body) tuple when max_messages is 1, else a list of them,
         or None when the deadline passed (a streamed message: a tuple)."""
         cdef record_header rh
-        cdef int r
+        cdef int r, step
         cdef bint spun = False
         cdef object got
         if fastmp_load_acquire_u64(&self.hdr.tail) == self.hdr.head and deadline > 0:
@@ -1042,19 +1065,11 @@ cdef class FramedRing:
                     if max_messages == 1:
                         return self._take_one(&rh)
                     return self._take(max_messages)
-                if self.hangup_fd >= 0 and r == STREAM_IDLE and \
-                        (spun or monotonic() >= deadline) and self._peer_gone():
-                    # Empty, checked under the mutex after the writers' last
-                    # publish, and no writer is left: end of file.
+                step = self._await_records(&spun, deadline, r == STREAM_IDLE)
+                if step == WAIT_WRITERS_GONE:
                     raise EOFError
-                if monotonic() >= deadline:
+                if step == WAIT_EXPIRED:
                     return None
-                if not spun:
-                    # Poll once per call, then re-check under the lock.
-                    spun = True
-                    self._spin_until_changed(True, deadline)
-                    continue
-                self._wait(True, deadline)
         finally:
             self._unlock()
 
