@@ -22,6 +22,7 @@ import multiprocessing
 import os
 import re
 import signal
+import subprocess
 import sys
 import time
 
@@ -40,6 +41,38 @@ _FORKSERVER_PRELOAD = ["fastmp", "numpy", "pytest", "conftest",
                        "test_start_methods", "test_crash_safety", "test_pipe",
                        "test_sharedctypes", "test_lock", "test_float_channel"]
 multiprocessing.set_forkserver_preload(_FORKSERVER_PRELOAD)
+
+
+# -- a fresh interpreter, for Ctrl-C tests ------------------------------------
+
+def start_fresh_python(code, cwd, stderr=subprocess.PIPE):
+    """`python -c code` in a new interpreter, stdout a text pipe.  It imports
+    the same fastmp as this process, and runs in `cwd` (a temporary
+    directory) so that a source checkout there cannot shadow it."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            stderr=stderr, text=True, env=env, cwd=cwd)
+
+
+def wait_until_sleeping(pid):
+    """Return once the (single-threaded) process sits in a blocking wait."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/stat") as stat:
+            if stat.read().rsplit(")", 1)[1].split()[0] == "S":
+                return
+        time.sleep(0.005)
+    raise AssertionError("the child never blocked")
+
+
+def interrupt_when_blocked(child):
+    """Wait for `child` to print "ready" and block, then send it SIGINT (as
+    Ctrl-C would).  Returns the time.monotonic() at which it was sent."""
+    assert child.stdout.readline().strip() == "ready"
+    wait_until_sleeping(child.pid)
+    sent = time.monotonic()
+    child.send_signal(signal.SIGINT)
+    return sent
 
 
 # -- /dev/shm -----------------------------------------------------------------

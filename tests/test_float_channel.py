@@ -11,12 +11,11 @@ import os
 import pickle
 import queue
 import signal
-import subprocess
-import sys
 import threading
 import time
 
 import pytest
+from conftest import interrupt_when_blocked, start_fresh_python
 
 from fastmp._float_channel import FloatChannel
 
@@ -865,27 +864,12 @@ _BLOCKED_CALLS = {
 }
 
 
-def _wait_until_sleeping(pid):
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with open(f"/proc/{pid}/stat") as stat:
-            if stat.read().rsplit(")", 1)[1].split()[0] == "S":
-                return
-        time.sleep(0.005)
-    raise AssertionError("the child never blocked")
-
-
 @pytest.mark.parametrize("call", sorted(_BLOCKED_CALLS))
 def test_ctrl_c_interrupts_a_blocked_call_promptly(call, tmp_path):
     code = "from fastmp._float_channel import FloatChannel\n" + _BLOCKED_CALLS[call]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    child = start_fresh_python(code, tmp_path)
     try:
-        assert child.stdout.readline().strip() == "ready"
-        _wait_until_sleeping(child.pid)
-        sent = time.monotonic()
-        child.send_signal(signal.SIGINT)
+        sent = interrupt_when_blocked(child)
         out, err = child.communicate(timeout=10)
         elapsed = time.monotonic() - sent
     finally:

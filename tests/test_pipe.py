@@ -25,8 +25,6 @@ import os
 import pickle
 import select
 import signal
-import subprocess
-import sys
 import threading
 import time
 from multiprocessing.connection import wait
@@ -36,7 +34,7 @@ import pytest
 import fastmp
 from fastmp.connection import Connection
 
-from conftest import fastmp_shm_entries, shm_entries
+from conftest import fastmp_shm_entries, interrupt_when_blocked, shm_entries, start_fresh_python
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -1325,17 +1323,6 @@ _BLOCKED = {
 }
 
 
-def _wait_until_sleeping(pid):
-    """Return once the (single-threaded) process sits in a blocking wait."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with open(f"/proc/{pid}/stat") as stat:
-            if stat.read().rsplit(")", 1)[1].split()[0] == "S":
-                return
-        time.sleep(0.005)
-    raise AssertionError("the child never blocked")
-
-
 @pytest.mark.parametrize("call", sorted(_BLOCKED))
 def test_ctrl_c_interrupts_a_blocked_call_and_the_pipe_stays_usable(call, tmp_path):
     setup, blocking, after = _BLOCKED[call]
@@ -1356,18 +1343,11 @@ def test_ctrl_c_interrupts_a_blocked_call_and_the_pipe_stays_usable(call, tmp_pa
         "except EOFError:",
         "    print('usable', flush=True)",
     ])
-    # The child imports the same fastmp as this process; it runs elsewhere so
-    # that a source checkout in the working directory cannot shadow it.
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     err_path = tmp_path / "stderr"
     with open(err_path, "w") as err_file:
-        child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                                 stderr=err_file, text=True, env=env, cwd=tmp_path)
+        child = start_fresh_python(code, tmp_path, stderr=err_file)
     try:
-        assert child.stdout.readline().strip() == "ready"
-        _wait_until_sleeping(child.pid)
-        sent = time.monotonic()
-        child.send_signal(signal.SIGINT)
+        sent = interrupt_when_blocked(child)
         line = child.stdout.readline().strip()
         elapsed = time.monotonic() - sent
         child.wait(timeout=10)

@@ -1,13 +1,10 @@
 """Waiting: the GIL is released, Ctrl-C interrupts, deadlines are honoured."""
 import multiprocessing
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 
 import pytest
+from conftest import interrupt_when_blocked, start_fresh_python
 
 import fastmp
 
@@ -24,32 +21,11 @@ _BLOCKED_CALLS = {
 }
 
 
-def _wait_until_sleeping(pid):
-    """Return once the process sits in a blocking wait (state S), so the
-    signal lands in fastmp's wait, not before it."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with open(f"/proc/{pid}/stat") as stat:
-            state = stat.read().rsplit(")", 1)[1].split()[0]
-        if state == "S":
-            return
-        time.sleep(0.005)
-    raise AssertionError("the child never blocked")
-
-
 @pytest.mark.parametrize("call", sorted(_BLOCKED_CALLS))
 def test_ctrl_c_interrupts_a_blocked_call_promptly(call, tmp_path):
-    code = "import fastmp\n" + _BLOCKED_CALLS[call]
-    # The child imports the same fastmp as this process; it runs elsewhere so
-    # that a source checkout in the working directory cannot shadow it.
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    child = start_fresh_python("import fastmp\n" + _BLOCKED_CALLS[call], tmp_path)
     try:
-        assert child.stdout.readline().strip() == "ready"
-        _wait_until_sleeping(child.pid)
-        sent = time.monotonic()
-        child.send_signal(signal.SIGINT)
+        sent = interrupt_when_blocked(child)
         _, err = child.communicate(timeout=10)
         elapsed = time.monotonic() - sent
     finally:
