@@ -48,8 +48,8 @@ import time
 
 # bench_queue also puts this checkout on sys.path when fastmp is not installed.
 from bench_queue import (
-    Flavour, Row, Scenario, Subject, WATCHDOG, environment, print_failures, print_preamble,
-    run_scenarios, write_json,
+    Flavour, Row, Scenario, Subject, WATCHDOG, environment, finish_report, print_preamble,
+    run_scenarios,
 )
 from _common import (
     CTX, BenchmarkFailure, handle_sigterm, markdown_table, percentile, pin_malloc_thresholds,
@@ -634,13 +634,9 @@ def main(argv=None):
     if targets_table:
         print("\n## Targets (shared/targets.md, FloatChannel rows)\n")
         print(targets_table)
-    print_failures(failures)
-
-    if args.json:
-        write_json(args.json, {"environment": env, "quick": args.quick, "repeats": repeats,
-                               "target_seconds": target_seconds, "elapsed_seconds": elapsed,
-                               "scenarios": report})
-    return 1 if failures else 0
+    return finish_report(args, results, failures, environment=env, quick=args.quick,
+                         repeats=repeats, target_seconds=target_seconds,
+                         elapsed_seconds=elapsed, scenarios=report)
 
 
 if __name__ == "__main__":

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 from bench_queue import (
     BATCH, LARGE_BUFFER, ONE_MB_FLOATS, SIXTY_FOUR_MB_FLOATS, SMALL_BUFFER, WATCHDOG, Flavour, Row, Scenario,
-    Subject, Target, _short, echo, environment, fastmp, ping, print_failures, print_preamble,
-    run_arrays, run_bytes, run_scenarios, run_tuples, write_json,
+    Subject, Target, _short, echo, environment, fastmp, ping, print_preamble,
+    finish_report, run_arrays, run_bytes, run_scenarios, run_tuples,
 )
 from _common import (
     CTX, BenchmarkFailure, Check, evaluate_checks, format_ratio, format_value, handle_sigterm,
@@ -367,17 +367,9 @@ def main(argv=None):
               "script measures multiprocessing.Pipe side by side and checks against that.  "
               "Lines marked \"Queue's target\" apply fastmp.Queue's figures to the Pipe, for "
               "reference only.")
-    skipped_notes = sorted({f"{key}: {why}" for _, _, skipped, _ in results
-                            for key, why in skipped.items()})
-    if skipped_notes:
-        print("\nSkipped: " + "; ".join(skipped_notes))
-    print_failures(failures)
-
-    if args.json:
-        write_json(args.json, {"environment": env, "quick": args.quick, "repeats": repeats,
-                               "target_seconds": target_seconds, "elapsed_seconds": elapsed,
-                               "scenarios": report})
-    return 1 if failures else 0
+    return finish_report(args, results, failures, environment=env, quick=args.quick,
+                         repeats=repeats, target_seconds=target_seconds,
+                         elapsed_seconds=elapsed, scenarios=report)
 
 
 if __name__ == "__main__":

@@ -651,6 +651,20 @@ def print_failures(failures):
         print("\n(full worker tracebacks are in the --json output)")
 
 
+def finish_report(args, results, failures, **json_fields):
+    """The end of every bench script: skipped scenarios, failures, the JSON
+    file if asked for (`json_fields` plus the scenarios' report); returns
+    the exit status."""
+    skipped_notes = sorted({f"{key}: {why}" for _, _, skipped, _ in results
+                            for key, why in skipped.items()})
+    if skipped_notes:
+        print("\nSkipped: " + "; ".join(skipped_notes))
+    print_failures(failures)
+    if args.json:
+        write_json(args.json, json_fields)
+    return 1 if failures else 0
+
+
 def write_json(path, payload):
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(payload, indent=2, default=str) + "\n")
@@ -724,17 +738,9 @@ def main(argv=None):
         print("\n## Targets (shared/targets.md)\n")
         print(targets_table)
         print(f"\n{NOT_COVERED}")
-    skipped_notes = sorted({f"{key}: {why}" for _, _, skipped, _ in results
-                            for key, why in skipped.items()})
-    if skipped_notes:
-        print("\nSkipped: " + "; ".join(skipped_notes))
-    print_failures(failures)
-
-    if args.json:
-        write_json(args.json, {"environment": env, "quick": args.quick, "repeats": repeats,
-                               "target_seconds": target_seconds, "elapsed_seconds": elapsed,
-                               "scenarios": report})
-    return 1 if failures else 0
+    return finish_report(args, results, failures, environment=env, quick=args.quick,
+                         repeats=repeats, target_seconds=target_seconds,
+                         elapsed_seconds=elapsed, scenarios=report)
 
 
 if __name__ == "__main__":

@@ -19,8 +19,8 @@ import sys
 import time
 
 from bench_queue import (
-    SMALL_BUFFER, Flavour, Row, Scenario, Subject, _short, environment, print_failures,
-    print_preamble, run_scenarios, write_json,
+    SMALL_BUFFER, Flavour, Row, Scenario, Subject, _short, environment, finish_report,
+    print_preamble, run_scenarios,
     fastmp, run_bytes, run_pingpong, run_tuples,
 )
 from _common import (
@@ -143,15 +143,12 @@ def main(argv=None):
     if ratio is not None:
         measured += f" ({ratio:.2f})"  # the table's 5.0x may be 4.96
     print(f"\nTarget: {TARGET_LABEL} (small tuples): measured {measured}: {verdict}")
-    print_failures(failures)
-
-    if args.json:
-        write_json(args.json, {"environment": env, "quick": args.quick, "repeats": repeats,
-                               "target_seconds": target_seconds, "elapsed_seconds": elapsed,
-                               "target": {"label": TARGET_LABEL, "measured": measured,
-                                          "verdict": verdict},
-                               "scenarios": report})
-    return 1 if failures else 0
+    return finish_report(args, results, failures, environment=env, quick=args.quick,
+                         repeats=repeats, target_seconds=target_seconds,
+                         elapsed_seconds=elapsed,
+                         target={"label": TARGET_LABEL, "measured": measured,
+                                 "verdict": verdict},
+                         scenarios=report)
 
 
 if __name__ == "__main__":
