@@ -24,6 +24,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -41,6 +42,28 @@ _FORKSERVER_PRELOAD = ["fastmp", "numpy", "pytest", "conftest",
                        "test_start_methods", "test_crash_safety", "test_pipe",
                        "test_sharedctypes", "test_lock", "test_float_channel"]
 multiprocessing.set_forkserver_preload(_FORKSERVER_PRELOAD)
+
+
+# -- a call in a thread ---------------------------------------------------------
+
+class Call(threading.Thread):
+    """Runs fn(*args) in a daemon thread, keeping its result or exception."""
+
+    def __init__(self, fn, *args, name=None):
+        super().__init__(daemon=True, name=name or f"call-{getattr(fn, '__name__', 'fn')}")
+        self.fn, self.args = fn, args
+        self.result = self.error = None
+
+    def run(self):
+        try:
+            self.result = self.fn(*self.args)
+        except BaseException as e:  # noqa: BLE001 - handed to the test
+            self.error = e
+
+    def outcome(self, timeout=30.0):
+        self.join(timeout)
+        assert not self.is_alive(), f"{self.name} still running after {timeout} s"
+        return self.result, self.error
 
 
 # -- a fresh interpreter, for Ctrl-C tests ------------------------------------
@@ -63,6 +86,18 @@ def wait_until_sleeping(pid):
                 return
         time.sleep(0.005)
     raise AssertionError("the child never blocked")
+
+
+def interrupted_output(child):
+    """interrupt_when_blocked, then the child's (stdout, stderr) and the
+    seconds from the signal to its exit; the child is gone afterwards."""
+    try:
+        sent = interrupt_when_blocked(child)
+        out, err = child.communicate(timeout=10)
+        return out, err, time.monotonic() - sent
+    finally:
+        child.kill()
+        child.wait()
 
 
 def interrupt_when_blocked(child):

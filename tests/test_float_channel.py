@@ -15,7 +15,7 @@ import threading
 import time
 
 import pytest
-from conftest import interrupt_when_blocked, start_fresh_python
+from conftest import interrupted_output, start_fresh_python
 
 from fastmp._float_channel import FloatChannel
 
@@ -868,13 +868,7 @@ _BLOCKED_CALLS = {
 def test_ctrl_c_interrupts_a_blocked_call_promptly(call, tmp_path):
     code = "from fastmp._float_channel import FloatChannel\n" + _BLOCKED_CALLS[call]
     child = start_fresh_python(code, tmp_path)
-    try:
-        sent = interrupt_when_blocked(child)
-        out, err = child.communicate(timeout=10)
-        elapsed = time.monotonic() - sent
-    finally:
-        child.kill()
-        child.wait()
+    out, err, elapsed = interrupted_output(child)
     assert "KeyboardInterrupt" in err
     assert child.returncode != 0
     assert elapsed < 2.0

@@ -36,6 +36,7 @@ import time
 from multiprocessing.reduction import ForkingPickler
 
 import pytest
+from conftest import Call
 
 import fastmp
 
@@ -76,26 +77,6 @@ def main_name():
 
 
 # -- helpers ----------------------------------------------------------------------
-
-class Call(threading.Thread):
-    """Runs fn(*args) in a daemon thread, keeping its result or exception."""
-
-    def __init__(self, fn, *args, name=None):
-        super().__init__(daemon=True, name=name or f"call-{getattr(fn, '__name__', 'fn')}")
-        self.fn, self.args = fn, args
-        self.result = self.error = None
-
-    def run(self):
-        try:
-            self.result = self.fn(*self.args)
-        except BaseException as e:  # noqa: BLE001 - handed to the test
-            self.error = e
-
-    def outcome(self, timeout=TIMEOUT):
-        self.join(timeout)
-        assert not self.is_alive(), f"{self.name} still running after {timeout} s"
-        return self.result, self.error
-
 
 def in_thread(fn, *args, name=None):
     """fn(*args) in another thread: (result, exception)."""

@@ -34,7 +34,7 @@ import pytest
 import fastmp
 from fastmp.connection import Connection
 
-from conftest import fastmp_shm_entries, interrupt_when_blocked, shm_entries, start_fresh_python
+from conftest import Call, fastmp_shm_entries, interrupt_when_blocked, shm_entries, start_fresh_python
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -68,26 +68,6 @@ def ends(a, b, duplex):
 
 
 # -- helpers: threads that block ------------------------------------------------
-
-class Call(threading.Thread):
-    """Runs fn(*args) in a daemon thread, keeping its result or exception."""
-
-    def __init__(self, fn, *args):
-        super().__init__(daemon=True, name=f"call-{getattr(fn, '__name__', 'fn')}")
-        self.fn, self.args = fn, args
-        self.result = self.error = None
-
-    def run(self):
-        try:
-            self.result = self.fn(*self.args)
-        except BaseException as e:  # noqa: BLE001 - handed to the test
-            self.error = e
-
-    def outcome(self, timeout=TIMEOUT):
-        self.join(timeout)
-        assert not self.is_alive(), f"{self.name} still blocked after {timeout} s"
-        return self.result, self.error
-
 
 def _task_state(native_id):
     with open(f"/proc/self/task/{native_id}/stat") as stat:

@@ -4,7 +4,7 @@ import threading
 import time
 
 import pytest
-from conftest import interrupt_when_blocked, start_fresh_python
+from conftest import interrupted_output, start_fresh_python
 
 import fastmp
 
@@ -24,13 +24,7 @@ _BLOCKED_CALLS = {
 @pytest.mark.parametrize("call", sorted(_BLOCKED_CALLS))
 def test_ctrl_c_interrupts_a_blocked_call_promptly(call, tmp_path):
     child = start_fresh_python("import fastmp\n" + _BLOCKED_CALLS[call], tmp_path)
-    try:
-        sent = interrupt_when_blocked(child)
-        _, err = child.communicate(timeout=10)
-        elapsed = time.monotonic() - sent
-    finally:
-        child.kill()
-        child.wait()
+    _, err, elapsed = interrupted_output(child)
     assert "KeyboardInterrupt" in err
     assert child.returncode != 0
     assert elapsed < 2.0
