@@ -4,6 +4,7 @@
 
 from libc.stdint cimport uint32_t, uint64_t
 
+from fastmp._claims cimport fastmp_peer_watch, fastmp_role
 from fastmp._segment cimport Segment
 from fastmp._sync cimport timespec
 
@@ -31,18 +32,12 @@ cdef extern from "_float_channel_layout.h" nogil:
     uint64_t fastmp_fc_load_relaxed(const uint64_t* p)
     uint64_t fastmp_fc_load_acquire(const uint64_t* p)
     uint64_t fastmp_fc_load_seqcst(const uint64_t* p)
-    bint fastmp_fc_cas(uint64_t* p, uint64_t expected, uint64_t desired)
-    void fastmp_fc_wake(uint32_t* seq)
     void fastmp_fc_publish_tail(fastmp_fc_header* h, uint64_t tail)
     void fastmp_fc_publish_head(fastmp_fc_header* h, uint64_t head)
     void fastmp_fc_publish_latest(fastmp_fc_header* h, double value)
     bint fastmp_fc_read_latest(const fastmp_fc_header* h, uint64_t* seq, double* value)
     void fastmp_fc_sleep_until_readable(fastmp_fc_header* h, const timespec* slice)
     void fastmp_fc_sleep_until_room(fastmp_fc_header* h, uint64_t wanted, const timespec* slice)
-    uint64_t fastmp_fc_me()
-    bint fastmp_fc_holder_alive(uint64_t claim)
-    int fastmp_fc_watch_forks()
-    unsigned int fastmp_fc_fork_gen()
 
 
 cdef class FloatChannel:
@@ -55,21 +50,15 @@ cdef class FloatChannel:
     cdef readonly bint closed
 
     # Writer side, local to this handle: the claim word this handle installed,
-    # and for which thread / fork generation (the fast "am I the writer?"
-    # check needs no system call); a lower bound of the reader's head.
-    cdef uint64_t w_claim
-    cdef unsigned long w_thread
-    cdef unsigned int w_forkgen
+    # and for which thread / fork generation (_claims.h: the fast "am I the
+    # writer?" check needs no system call); a lower bound of the reader's head.
+    cdef fastmp_role writer
     cdef uint64_t cached_head
     # Reader side: the same, and a lower bound of the writer's tail.
-    cdef uint64_t r_claim
-    cdef unsigned long r_thread
-    cdef unsigned int r_forkgen
+    cdef fastmp_role reader
     cdef uint64_t cached_tail
-    # Peer liveness: a claim word already found dead (still dead while the
-    # shared word holds it), and when the next (rate-limited) check is due.
-    cdef uint64_t dead_peer
-    cdef double next_peer_check
+    # Peer liveness, rate-limited (_claims.h).
+    cdef fastmp_peer_watch peer
 
     cdef int _bind(self, Segment segment) except -1
     cdef int _claim(self, bint writer) except -1

@@ -57,7 +57,6 @@ from cpython.exc cimport PyErr_CheckSignals
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_AsDouble, PyFloat_CheckExact
 from cpython.long cimport PyLong_Check
 from cpython.number cimport PyIndex_Check
-from cpython.pythread cimport PyThread_get_thread_ident
 from libc.math cimport INFINITY
 from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memcpy
@@ -69,6 +68,11 @@ import queue
 import sys
 from multiprocessing import context as _mp_context
 
+from fastmp._claims cimport (
+    fastmp_claim_me, fastmp_claim_watch_forks, fastmp_peer_gone, fastmp_role_claim,
+    fastmp_role_close, fastmp_role_held,
+)
+from fastmp._eventcount cimport fastmp_ec_wake
 from fastmp._segment cimport Segment
 from fastmp._sync cimport (
     WAIT_SLICE, deadline_after, fastmp_cpu_relax, monotonic, next_slice, timespec,
@@ -107,8 +111,8 @@ DEFAULT_CAPACITY = 4096
 cdef bint _LITTLE_ENDIAN = sys.byteorder == "little"
 cdef c_array _DOUBLES = _array.array("d")
 
-# Forked children get a new fork generation (see _float_channel_layout.h).
-fastmp_fc_watch_forks()
+# Forked children get a new fork generation (see _claims.h).
+fastmp_claim_watch_forks()
 
 
 cdef inline uint64_t _slots_for(uint64_t capacity) noexcept nogil:
@@ -169,13 +173,11 @@ cdef str _describe(uint64_t claim):
 cdef inline bint _is_writer(FloatChannel ch) noexcept:
     # Only fields in this handle, plus one load of the claims line, which
     # nobody writes in the hot path (Shared in both caches).
-    return (ch.w_thread == PyThread_get_thread_ident() and ch.w_forkgen == fastmp_fc_fork_gen()
-            and fastmp_fc_load_relaxed(&ch.hdr.writer_claim) == ch.w_claim)
+    return fastmp_role_held(&ch.writer, &ch.hdr.writer_claim)
 
 
 cdef inline bint _is_reader(FloatChannel ch) noexcept:
-    return (ch.r_thread == PyThread_get_thread_ident() and ch.r_forkgen == fastmp_fc_fork_gen()
-            and fastmp_fc_load_relaxed(&ch.hdr.reader_claim) == ch.r_claim)
+    return fastmp_role_held(&ch.reader, &ch.hdr.reader_claim)
 
 
 cdef inline double _deadline(bint block, object timeout) except? -1.0:
@@ -334,76 +336,39 @@ cdef class FloatChannel:
     cdef int _claim(self, bint writer) except -1:
         """Make the calling thread this channel's writer (or reader), or
         raise RuntimeError naming the live holder."""
-        cdef uint64_t* word = &self.hdr.writer_claim if writer else &self.hdr.reader_claim
-        cdef uint64_t me = fastmp_fc_me()
-        cdef uint64_t current
-        while True:
-            current = fastmp_fc_load_seqcst(word)
-            if current == me:
-                break
-            if current != 0 and current != FASTMP_FC_CLOSED and fastmp_fc_holder_alive(current):
-                role, verb = ("writer", "send") if writer else ("reader", "receive")
-                raise RuntimeError(
-                    f"this FloatChannel's {role} is {_describe(current)}, which is still "
-                    f"running: a FloatChannel has one writer and one reader, and the first "
-                    f"thread to {verb} becomes its {role} (this is {_describe(me)})")
-            # Free, closed, or its holder is gone: take it (one winner).
-            if fastmp_fc_cas(word, current, me):
-                break
+        cdef uint64_t holder = 0
         if writer:
-            self.w_claim = me
-            self.w_thread = PyThread_get_thread_ident()
-            self.w_forkgen = fastmp_fc_fork_gen()
-            self.cached_head = 0
-        else:
-            self.r_claim = me
-            self.r_thread = PyThread_get_thread_ident()
-            self.r_forkgen = fastmp_fc_fork_gen()
+            if fastmp_role_claim(&self.writer, &self.hdr.writer_claim, &holder):
+                self.cached_head = 0
+                return 0
+        elif fastmp_role_claim(&self.reader, &self.hdr.reader_claim, &holder):
             self.cached_tail = 0
-        return 0
+            return 0
+        role, verb = ("writer", "send") if writer else ("reader", "receive")
+        raise RuntimeError(
+            f"this FloatChannel's {role} is {_describe(holder)}, which is still "
+            f"running: a FloatChannel has one writer and one reader, and the first "
+            f"thread to {verb} becomes its {role} (this is {_describe(fastmp_claim_me())})")
 
     cdef int _release_claims(self) noexcept:
         """Mark the claims this handle made in this process as closed (the
         peer then sees EOF / a broken pipe) and wake the peer.  Never a
         claim made by a parent before fork, nor one taken over since."""
         cdef fastmp_fc_header* hdr = self.hdr
-        cdef uint64_t pid
         if hdr == NULL:
             return 0
-        pid = <uint64_t>getpid()
-        if self.w_claim != 0 and self.w_claim >> 32 == pid:
-            if fastmp_fc_cas(&hdr.writer_claim, self.w_claim, FASTMP_FC_CLOSED):
-                fastmp_fc_wake(&hdr.data_seq)
-        if self.r_claim != 0 and self.r_claim >> 32 == pid:
-            if fastmp_fc_cas(&hdr.reader_claim, self.r_claim, FASTMP_FC_CLOSED):
-                fastmp_fc_wake(&hdr.room_seq)
-        self.w_claim = 0
-        self.w_thread = 0
-        self.r_claim = 0
-        self.r_thread = 0
+        if fastmp_role_close(&self.writer, &hdr.writer_claim):
+            fastmp_ec_wake(&hdr.data_seq)
+        if fastmp_role_close(&self.reader, &hdr.reader_claim):
+            fastmp_ec_wake(&hdr.room_seq)
         return 0
 
     cdef bint _peer_gone(self, bint reading) noexcept:
         """Has the other side (the writer when reading) closed or exited?
         Free for a close; a liveness check (~5 us) at most once per
         WAIT_SLICE otherwise."""
-        cdef uint64_t claim = fastmp_fc_load_seqcst(
-            &self.hdr.writer_claim if reading else &self.hdr.reader_claim)
-        cdef double now
-        if claim == FASTMP_FC_CLOSED:
-            return True
-        if claim == 0:
-            return False            # nobody has claimed it yet: one may come
-        if claim == self.dead_peer:
-            return True             # found dead before, and nobody took over since
-        now = monotonic()
-        if now < self.next_peer_check:
-            return False
-        self.next_peer_check = now + WAIT_SLICE
-        if fastmp_fc_holder_alive(claim):
-            return False
-        self.dead_peer = claim
-        return True
+        return fastmp_peer_gone(&self.hdr.writer_claim if reading else &self.hdr.reader_claim,
+                                &self.peer, monotonic(), WAIT_SLICE)
 
     # -- waiting ------------------------------------------------------------
 

@@ -27,19 +27,14 @@
  * copied them out; the writer loads `head` (acquire) before reusing slots.
  * Every position store is seq_cst (below), which includes release.
  *
- * Sleeping (an eventcount per direction): a waiter (1) announces itself
- * (reader_sleeping = 1, or writer_wants = n), (2) reads the sequence word,
- * (3) re-checks its condition, and (4) only then FUTEX_WAITs on the sequence
- * word for the value read in (2).  A publisher (a) stores its position and
- * (b) reads the announcement; only if it is there does it (c) bump the
- * sequence and (d) FUTEX_WAKE.  (1), (2), (3), (a), (b) are all seq_cst, so
- * they fall in one total order: a full fence on each side (x86: xchg for
- * the stores).  If (3) misses (a), then (1) < (3) < (a) < (b), so (b) sees
- * the announcement and (c) follows (2): the waiter's FUTEX_WAIT either finds
- * the sequence changed (returns at once) or is queued before the FUTEX_WAKE
- * (the kernel orders both under the futex bucket lock).  No wake-up can be
- * lost, and the publisher skips the system call whenever nobody sleeps.
- * Waits also time out every 50 ms (WAIT_SLICE) as a backstop for dead peers.
+ * Sleeping: one eventcount per direction (_eventcount.h, which holds the
+ * argument for why no wake-up is lost): the reader announces itself with
+ * reader_sleeping and sleeps on data_seq; the writer announces how much room
+ * it wants in writer_wants and sleeps on room_seq.  Publishers skip the
+ * FUTEX_WAKE whenever nobody sleeps.  Waits also time out every 50 ms
+ * (WAIT_SLICE) as a backstop for dead peers.
+ *
+ * Claims (writer_claim, reader_claim) follow _claims.h.
  *
  * Latest mode: a sequence number and 7 value slots share one cache line.
  * Publication k writes slot k % 7, then stores seq = k.  A reader loads seq
@@ -53,26 +48,18 @@
  * Bumping FASTMP_FC_LAYOUT_VERSION is required whenever this struct changes. */
 #ifndef FASTMP_FLOAT_CHANNEL_LAYOUT_H
 #define FASTMP_FLOAT_CHANNEL_LAYOUT_H
-#include <errno.h>
-#include <fcntl.h>
-#include <limits.h>
-#include <pthread.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <time.h>
-#include <unistd.h>
 
-#include "_futex.h"
+#include "_claims.h"
+#include "_eventcount.h"
 
 #define FASTMP_FC_MAGIC 0x4c4e484346504d46ULL /* "FMPFCHNL" little-endian */
 #define FASTMP_FC_LAYOUT_VERSION 1
 #define FASTMP_FC_LATEST_SLOTS 7
-/* A claim word: (pid << 32) | kernel thread id of the holder; 0 = nobody
- * yet; CLOSED = the holder called close() (its peer sees EOF / a broken
- * pipe).  A CLOSED or dead holder's claim may be taken over. */
-#define FASTMP_FC_CLOSED UINT64_MAX
+/* A claim word (_claims.h): CLOSED = the holder called close(). */
+#define FASTMP_FC_CLOSED FASTMP_CLAIM_CLOSED
 
 typedef struct {
     /* line 0: written once by the creator, read-only afterwards */
@@ -122,17 +109,6 @@ static inline uint64_t fastmp_fc_load_acquire(const uint64_t *p) {
 static inline uint64_t fastmp_fc_load_seqcst(const uint64_t *p) {
     return __atomic_load_n(p, __ATOMIC_SEQ_CST);
 }
-/* 1 if *p held `expected` and now holds `desired`. */
-static inline int fastmp_fc_cas(uint64_t *p, uint64_t expected, uint64_t desired) {
-    return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_SEQ_CST,
-                                       __ATOMIC_SEQ_CST);
-}
-
-/* Bump a sequence word and wake whoever sleeps on it. */
-static inline void fastmp_fc_wake(uint32_t *seq) {
-    __atomic_fetch_add(seq, 1, __ATOMIC_SEQ_CST);
-    fastmp_futex_wake(seq, INT_MAX);
-}
 
 /* -- ring mode --------------------------------------------------------------- */
 
@@ -140,8 +116,7 @@ static inline void fastmp_fc_wake(uint32_t *seq) {
  * reader if (and only if) it announced a sleep: steps (a), (b) above. */
 static inline void fastmp_fc_publish_tail(fastmp_fc_header *h, uint64_t tail) {
     __atomic_store_n(&h->tail, tail, __ATOMIC_SEQ_CST);
-    if (__atomic_load_n(&h->reader_sleeping, __ATOMIC_SEQ_CST))
-        fastmp_fc_wake(&h->data_seq);
+    fastmp_ec_notify(&h->reader_sleeping, &h->data_seq);
 }
 
 /* Reader: the slots below `head` are copied out; give them back, and wake
@@ -151,12 +126,12 @@ static inline void fastmp_fc_publish_head(fastmp_fc_header *h, uint64_t head) {
     __atomic_store_n(&h->head, head, __ATOMIC_SEQ_CST);
     wants = __atomic_load_n(&h->writer_wants, __ATOMIC_SEQ_CST);
     if (wants) {
-        /* seq_cst: after (b) in the total order, so it sees the tail the
-         * sleeping writer re-checked with: the room computed here is the
-         * room it will find. */
+        /* seq_cst: after (b) in the total order (_eventcount.h), so it sees
+         * the tail the sleeping writer re-checked with: the room computed
+         * here is the room it will find. */
         tail = __atomic_load_n(&h->tail, __ATOMIC_SEQ_CST);
         if (h->capacity - (tail - head) >= wants)
-            fastmp_fc_wake(&h->room_seq);
+            fastmp_ec_wake(&h->room_seq);
     }
 }
 
@@ -171,8 +146,7 @@ static inline void fastmp_fc_publish_latest(fastmp_fc_header *h, double value) {
     __atomic_thread_fence(__ATOMIC_RELEASE);
     __atomic_store_n(&h->latest_slots[seq % FASTMP_FC_LATEST_SLOTS], bits, __ATOMIC_RELAXED);
     __atomic_store_n(&h->latest_seq, seq, __ATOMIC_SEQ_CST);
-    if (__atomic_load_n(&h->reader_sleeping, __ATOMIC_SEQ_CST))
-        fastmp_fc_wake(&h->data_seq);
+    fastmp_ec_notify(&h->reader_sleeping, &h->data_seq);
 }
 
 /* A consistent (sequence, value) snapshot: 1, or 0 if the writer lapped the
@@ -193,17 +167,17 @@ static inline int fastmp_fc_read_latest(const fastmp_fc_header *h, uint64_t *seq
 /* -- sleeping ---------------------------------------------------------------- */
 
 /* Reader: sleep (at most `slice`) unless data - or in latest mode a newer
- * value - is there, or the writer has closed its end.  Steps (1)-(4). */
+ * value - is there, or the writer has closed its end.  Steps (1)-(5) of
+ * _eventcount.h. */
 static inline void fastmp_fc_sleep_until_readable(fastmp_fc_header *h,
                                                   const struct timespec *slice) {
     uint32_t seen;
     uint64_t have, head = __atomic_load_n(&h->head, __ATOMIC_RELAXED); /* reader-owned */
-    __atomic_store_n(&h->reader_sleeping, 1, __ATOMIC_SEQ_CST);
-    seen = __atomic_load_n(&h->data_seq, __ATOMIC_SEQ_CST);
+    seen = fastmp_ec_prepare(&h->reader_sleeping, &h->data_seq);
     have = __atomic_load_n(h->latest ? &h->latest_seq : &h->tail, __ATOMIC_SEQ_CST);
-    if (have == head && __atomic_load_n(&h->writer_claim, __ATOMIC_SEQ_CST) != FASTMP_FC_CLOSED)
-        fastmp_futex_wait(&h->data_seq, seen, slice);
-    __atomic_store_n(&h->reader_sleeping, 0, __ATOMIC_RELAXED);
+    if (have == head && fastmp_claim_load(&h->writer_claim) != FASTMP_FC_CLOSED)
+        fastmp_ec_sleep(&h->data_seq, seen, slice);
+    fastmp_ec_retract(&h->reader_sleeping);
 }
 
 /* Writer: sleep (at most `slice`) unless `wanted` slots are free or the
@@ -212,64 +186,14 @@ static inline void fastmp_fc_sleep_until_room(fastmp_fc_header *h, uint64_t want
                                               const struct timespec *slice) {
     uint32_t seen;
     uint64_t head, tail = __atomic_load_n(&h->tail, __ATOMIC_RELAXED); /* writer-owned */
+    /* The announcement is a 64-bit count here, so steps (1)+(2) by hand. */
     __atomic_store_n(&h->writer_wants, wanted, __ATOMIC_SEQ_CST);
     seen = __atomic_load_n(&h->room_seq, __ATOMIC_SEQ_CST);
     head = __atomic_load_n(&h->head, __ATOMIC_SEQ_CST);
     if (h->capacity - (tail - head) < wanted
-            && __atomic_load_n(&h->reader_claim, __ATOMIC_SEQ_CST) != FASTMP_FC_CLOSED)
-        fastmp_futex_wait(&h->room_seq, seen, slice);
+            && fastmp_claim_load(&h->reader_claim) != FASTMP_FC_CLOSED)
+        fastmp_ec_sleep(&h->room_seq, seen, slice);
     __atomic_store_n(&h->writer_wants, 0, __ATOMIC_RELAXED);
 }
-
-/* -- claims ------------------------------------------------------------------ */
-
-/* This thread's claim word.  Two system calls: only on a first use. */
-static inline uint64_t fastmp_fc_me(void) {
-    return ((uint64_t)(uint32_t)getpid() << 32) | (uint32_t)syscall(SYS_gettid);
-}
-
-/* 0 if the holder of `claim` is gone: no such thread, or its process is a
- * zombie (dead, not yet reaped by its parent: kill() still succeeds on it,
- * and a parent reading from a child it has not joined is the usual case).
- * 1 otherwise, including when it cannot tell.  A few microseconds: callers
- * rate-limit it. */
-static inline int fastmp_fc_holder_alive(uint64_t claim) {
-    char path[64], buf[512], *close_paren;
-    int fd;
-    ssize_t n;
-    pid_t pid = (pid_t)(claim >> 32), tid = (pid_t)(claim & 0xffffffffu);
-    if (claim == 0 || claim == FASTMP_FC_CLOSED || pid <= 0 || tid <= 0)
-        return 0;
-    if (syscall(SYS_tgkill, pid, tid, 0) != 0 && errno == ESRCH)
-        return 0;
-    snprintf(path, sizeof path, "/proc/%d/task/%d/stat", (int)pid, (int)tid);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return errno == ENOENT || errno == ESRCH ? 0 : 1;
-    n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return 1;
-    buf[n] = '\0';
-    /* "pid (comm) S ...": the state follows the last ')' (comm may hold any). */
-    close_paren = strrchr(buf, ')');
-    if (close_paren == NULL || close_paren[1] != ' ')
-        return 1;
-    return !(close_paren[2] == 'Z' || close_paren[2] == 'X' || close_paren[2] == 'x');
-}
-
-/* -- fork detection ---------------------------------------------------------- */
-
-/* Bumped in the child after every fork(): a handle's cached "this thread
- * holds the claim" is only trusted in the process that checked it. */
-static unsigned int fastmp_fc_fork_generation;
-
-static void fastmp_fc_note_fork(void) { fastmp_fc_fork_generation++; }
-
-static inline int fastmp_fc_watch_forks(void) {
-    return pthread_atfork(NULL, NULL, fastmp_fc_note_fork);
-}
-
-static inline unsigned int fastmp_fc_fork_gen(void) { return fastmp_fc_fork_generation; }
 
 #endif
