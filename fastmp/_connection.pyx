@@ -43,7 +43,9 @@ from multiprocessing import reduction as _mp_reduction
 
 from libc.stdint cimport int64_t
 
-from fastmp._message cimport _KIND_BYTES, _KIND_PICKLE, _KIND_PICKLE_OOB, _KIND_RAW, decode, encode
+from fastmp._message cimport (
+    _KIND_BYTES, _KIND_PICKLE, _KIND_PICKLE_OOB, _KIND_RAW, _KIND_SIDE, decode, encode,
+)
 from fastmp._ring cimport FramedRing
 
 __all__ = ["Connection", "Pipe", "DEFAULT_CAPACITY", "DEFAULT_RECV_MANY"]
@@ -369,6 +371,10 @@ _RECV_BYTES_EXTRA[_KIND_PICKLE_OOB] = len(_OOB_PICKLE_HEAD) + 8 + len(_OOB_PICKL
 cdef bytes _as_pickle(int kind, body):
     """A pickle of the message (kind, body), len(body) + _RECV_BYTES_EXTRA[kind]
     bytes long."""
+    if kind == _KIND_SIDE:
+        # Arrays sent through the side arena: the bytes of the same message
+        # as an ordinary out-of-band body (the ring measured it as one).
+        kind, body = _KIND_PICKLE_OOB, body.oob_body()
     length = len(body).to_bytes(8, "little")
     if kind == _KIND_BYTES:
         return b"".join((_BYTES_PICKLE_HEAD, length, body, b"."))
@@ -390,7 +396,7 @@ def _mp_timeout(timeout):
 def _attach(ring):
     """A second process-local object for the same ring (each Connection
     binds its own descriptors to its ring objects)."""
-    return None if ring is None else FramedRing._attach(ring.segment)
+    return None if ring is None else FramedRing._attach(ring.segment, ring.side)
 
 
 def _rebuild_connection(read_ring, write_ring, dup_socket, dup_ready_in, dup_ready_out):

@@ -27,7 +27,8 @@ import threading
 
 from multiprocessing.reduction import ForkingPickler
 
-__all__ = ["KIND_BYTES", "KIND_PICKLE", "KIND_PICKLE_OOB", "KIND_RAW", "encode", "decode", "detach"]
+__all__ = ["KIND_BYTES", "KIND_PICKLE", "KIND_PICKLE_OOB", "KIND_RAW", "KIND_SIDE", "encode", "decode",
+           "detach"]
 
 # The kinds (cdef enum) are declared in _message.pxd.
 
@@ -38,6 +39,7 @@ KIND_BYTES = _KIND_BYTES
 KIND_PICKLE = _KIND_PICKLE
 KIND_PICKLE_OOB = _KIND_PICKLE_OOB
 KIND_RAW = _KIND_RAW
+KIND_SIDE = _KIND_SIDE
 
 _PADDING = [b"\0" * n for n in range(8)]
 
@@ -192,6 +194,8 @@ cpdef object decode(int kind, object body):
         return body
     if kind == _KIND_PICKLE or kind == _KIND_RAW:
         return pickle.loads(body)
+    if kind == _KIND_SIDE:
+        return body.load()      # a _side.SideMessage: arrays over shared memory
     if kind == _KIND_PICKLE_OOB:
         (n,) = struct.unpack_from("<Q", body, 0)
         flags = n & _HAS_READONLY

@@ -5,6 +5,7 @@
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 
 from fastmp._segment cimport Segment
+from fastmp._side cimport SideArena
 from fastmp._sync cimport pthread_mutex_t
 
 cdef extern from "_ring_layout.h":
@@ -51,6 +52,9 @@ cdef struct record_header:
 
 cdef class FramedRing:
     cdef readonly Segment segment
+    # Where large messages' out-of-band buffers go (_side.pyx); shared like
+    # the segment.
+    cdef readonly SideArena side
     cdef fastmp_ring_header* hdr
     cdef char* data
     cdef readonly uint64_t capacity
@@ -89,8 +93,11 @@ cdef class FramedRing:
                      const int64_t* length_extra=*)
     cdef object _take(self, Py_ssize_t max_n)
     cdef object _take_one(self, record_header* rh)
+    cdef uint64_t _message_length(self, record_header* rh, const int64_t* length_extra) noexcept nogil
     cdef object _copy_body(self, uint64_t pos, record_header* rh)
-    cdef list _prepare_batch(self, object records, uint64_t* need)
+    cdef object _place(self, uint32_t kind, object body)
+    cdef object _claim_side(self, object body)
+    cdef list _prepare_batch(self, object records, uint64_t* need, bint place=*)
     cdef int _put_records(self, list bodies, uint64_t need, int mode, double deadline,
                           double room_wait) except -1
     cdef object _consume_stream(self, bint discard)

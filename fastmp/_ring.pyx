@@ -54,7 +54,9 @@ from libc.string cimport memcpy
 from posix.unistd cimport getpid, read, write
 
 from fastmp._buffer cimport LARGE_MESSAGE, LargeBuffer, new_large_buffer
+from fastmp._message cimport _KIND_PICKLE_OOB, _KIND_SIDE
 from fastmp._segment cimport Segment
+from fastmp._side cimport SIDE_MIN_BYTES, SideArena, _Lease
 from fastmp._sync cimport (
     deadline_after, fastmp_cpu_relax, fastmp_load_acquire_u64,
     fastmp_store_release_u64, monotonic, mutex_acquire, mutex_init, mutex_release, pid_alive,
@@ -191,6 +193,13 @@ cdef class _Body:
             i += 1
 
 
+cdef class _SideBody(_Body):
+    """The record of a message whose buffers went to the side arena, and the
+    region they are in (given back if the put fails, marked QUEUED just
+    before the record is published)."""
+    cdef _Lease lease
+
+
 cdef object _new_body(uint32_t kind, uint64_t length, char** dst):
     """Where a received body goes: bytes, or for writable kinds (out-of-band
     buffers: arrays) a bytearray, or a recycled LargeBuffer when large."""
@@ -286,6 +295,7 @@ cdef class FramedRing:
         hdr.layout_version = FASTMP_RING_LAYOUT_VERSION
         hdr.magic = FASTMP_RING_MAGIC
         self._bind(self.segment)
+        self.side = SideArena()
 
     def _bind(self, Segment segment):
         self.segment = segment
@@ -298,7 +308,7 @@ cdef class FramedRing:
         self.stream_chunk = _align8(self.capacity // 4) if self.capacity >= 256 else self.capacity
 
     @staticmethod
-    def _attach(Segment segment):
+    def _attach(Segment segment, SideArena side=None):
         cdef FramedRing ring = FramedRing.__new__(FramedRing)
         cdef fastmp_ring_header* hdr = <fastmp_ring_header*>segment.addr
         if segment.size < <Py_ssize_t>sizeof(fastmp_ring_header) or hdr.magic != FASTMP_RING_MAGIC:
@@ -307,11 +317,12 @@ cdef class FramedRing:
             raise ValueError(f"fastmp ring layout version {hdr.layout_version} is not "
                              f"the supported version {FASTMP_RING_LAYOUT_VERSION}")
         ring._bind(segment)
+        ring.side = side
         return ring
 
     def __reduce__(self):
         # The segment's own reduction enforces "only while starting a process".
-        return (FramedRing._attach, (self.segment,))
+        return (FramedRing._attach, (self.segment, self.side))
 
     # -- observers (approximate without the lock, as qsize() is everywhere) --
 
@@ -622,7 +633,9 @@ cdef class FramedRing:
                 _record_size(<uint64_t>PyBytes_GET_SIZE(body)) <= self.capacity and \
                 self._try_put_bytes(kind, body, _record_size(<uint64_t>PyBytes_GET_SIZE(body))):
             return PUT_WRITTEN
-        body = _as_body(body)
+        body = self._place(kind, body)
+        if type(body) is _SideBody:
+            kind = _KIND_SIDE
         cdef uint64_t length = _body_length(body)
         if _record_size(length) > self.capacity:
             return self._put_stream(kind, body, length, False, deadline, _room_deadline(room_wait))
@@ -637,7 +650,9 @@ cdef class FramedRing:
             need = _record_size(<uint64_t>PyBytes_GET_SIZE(body))
             if need <= self.capacity and self._try_put_bytes(kind, body, need):
                 return PUT_WRITTEN
-        body = _as_body(body)
+        body = self._place(kind, body)
+        if type(body) is _SideBody:
+            kind = _KIND_SIDE
         cdef uint64_t length = _body_length(body)
         if _record_size(length) > self.capacity:
             return self._put_stream(kind, body, length, False, INFINITY, INFINITY)
@@ -679,6 +694,28 @@ cdef class FramedRing:
         self._unlock()
         return True
 
+    cdef object _place(self, uint32_t kind, object body):
+        """The body to write for (kind, body): a _SideBody when its
+        out-of-band buffers are large enough for the side arena (copied
+        there now, outside the mutex: the message's one copy), otherwise
+        the body as the ring copies it (_as_body)."""
+        cdef uint64_t buffered = 0
+        if kind != (_KIND_PICKLE_OOB | KIND_WRITABLE) or type(body) is not list or self.side is None:
+            return _as_body(body)
+        for raw in (<list>body)[3::2]:
+            buffered += <uint64_t>raw.nbytes
+        if buffered < SIDE_MIN_BYTES:
+            return _as_body(body)
+        packed = self.side.pack(body)
+        if packed is None:
+            return _as_body(body)       # every region is in use: the ring's way
+        record, lease = packed
+        side_body = _SideBody(record)
+        if _record_size((<_SideBody>side_body).length) > self.capacity:
+            return _as_body(body)       # a huge pickle: stream it whole (lease given back)
+        (<_SideBody>side_body).lease = lease
+        return side_body
+
     def put_many(self, records, bint block=True, object timeout=None,
                  double room_wait=INFINITY):
         """Write a batch of (kind, body) records, all or nothing, under one lock.
@@ -693,16 +730,19 @@ cdef class FramedRing:
             return self._put_stream(kind, body, length, False, deadline, _room_deadline(room_wait))
         return self._put_records(bodies, need, MODE_PUT, deadline, room_wait)
 
-    cdef list _prepare_batch(self, object records, uint64_t* need):
+    cdef list _prepare_batch(self, object records, uint64_t* need, bint place=True):
         """(kind, body, length) triples for a batch, and the bytes it needs;
         ValueError if the batch can never fit (a single message larger than
-        the ring can: it streams)."""
+        the ring can: it streams).  place=False: the batch is only counted,
+        so large buffers are not copied to the side arena."""
         cdef list bodies = []
         cdef uint64_t length
         cdef Py_ssize_t k
         need[0] = 0
         for kind, body in records:
-            body = _as_body(body)
+            body = self._place(kind, body) if place else _as_body(body)
+            if type(body) is _SideBody:
+                kind = _KIND_SIDE
             length = _body_length(body)
             bodies.append((kind, body, length))
             need[0] += _record_size(length)
@@ -723,7 +763,9 @@ cdef class FramedRing:
         cdef list group = []
         cdef uint64_t need = 0, length, size
         for kind, body in records:
-            body = _as_body(body)
+            body = self._place(kind, body)
+            if type(body) is _SideBody:
+                kind = _KIND_SIDE
             length = _body_length(body)
             size = _record_size(length)
             if group and need + size > self.capacity:
@@ -757,7 +799,7 @@ cdef class FramedRing:
         that must keep buffering to stay in order.  The batch is checked as
         put_many checks it (ValueError if it can never fit)."""
         cdef uint64_t need = 0
-        cdef list bodies = self._prepare_batch(records, &need)
+        cdef list bodies = self._prepare_batch(records, &need, False)
         return self._put_records(bodies, 0, MODE_ADMIT_ONLY, deadline_after(timeout, block),
                                  room_wait)
 
@@ -816,6 +858,10 @@ cdef class FramedRing:
             pos = self.hdr.tail
             rh.reserved = 0
             for kind, body, length in bodies:
+                if type(body) is _SideBody:
+                    # Nothing can fail from here on: the region now belongs
+                    # to the message (a sender may exit right after put).
+                    (<_SideBody>body).lease.mark_queued()
                 rh.length = length
                 rh.kind = kind
                 self._copy_in(pos, <const char*>&rh, RECORD_HEADER)
@@ -1051,11 +1097,10 @@ cdef class FramedRing:
                         continue
                 elif self.hdr.tail != self.hdr.head:
                     self._copy_out(self.hdr.head, <char*>&rh, RECORD_HEADER)
-                    if max_length >= 0 and rh.length + (
-                            0 if length_extra == NULL else length_extra[rh.kind % 8]) \
-                            > <uint64_t>max_length:
+                    if max_length >= 0 and \
+                            self._message_length(&rh, length_extra) > <uint64_t>max_length:
                         raise OSError(f"bad message length: the message has "
-                                      f"{rh.length + (0 if length_extra == NULL else length_extra[rh.kind % 8])} bytes, "
+                                      f"{self._message_length(&rh, length_extra)} bytes, "
                                       f"more than maxlength={max_length}; it stays unread")
                     if _record_size(rh.length) > self.capacity:
                         got = self._consume_stream(False)
@@ -1073,6 +1118,17 @@ cdef class FramedRing:
         finally:
             self._unlock()
 
+    cdef uint64_t _message_length(self, record_header* rh, const int64_t* length_extra) noexcept nogil:
+        """Mutex held, `rh` at head: the length a maxlength limit compares,
+        the body plus the caller's wrapping of its kind.  A side record is
+        measured as the message it stands for (its first word)."""
+        cdef uint64_t length = rh.length
+        cdef uint32_t kind = rh.kind
+        if kind == _KIND_SIDE:
+            self._copy_out(self.hdr.head + RECORD_HEADER, <char*>&length, 8)
+            kind = _KIND_PICKLE_OOB
+        return length + (0 if length_extra == NULL else <uint64_t>length_extra[kind % 8])
+
     cdef object _take_one(self, record_header* rh):
         """Mutex held; the ordinary record `rh` is at head."""
         cdef uint64_t pos = self.hdr.head
@@ -1081,7 +1137,16 @@ cdef class FramedRing:
         self.hdr.taken += 1
         self._wake_writers()
         self._clear_ready()
+        if rh.kind == _KIND_SIDE:
+            body = self._claim_side(body)   # past it already: a lost one raises once
         return (rh.kind & ~(<uint32_t>KIND_WRITABLE), body)
+
+    cdef object _claim_side(self, object body):
+        """Mutex held: the region of a side record just taken becomes this
+        process's (see _side.pyx)."""
+        if self.side is None:
+            raise OSError("fastmp: a large message arrived on a ring without its side arena")
+        return self.side.claim(body)
 
     cdef object _copy_body(self, uint64_t pos, record_header* rh):
         """A new bytes (or bytearray for writable kinds) holding the body of
@@ -1101,11 +1166,20 @@ cdef class FramedRing:
         cdef uint64_t pos = self.hdr.head, tail = self.hdr.tail
         cdef record_header rh
         cdef Py_ssize_t n = 0
+        cdef object body
         while n < max_n and pos < tail:
             self._copy_out(pos, <char*>&rh, RECORD_HEADER)
             if _record_size(rh.length) > self.capacity:
                 break
-            out.append((rh.kind & ~(<uint32_t>KIND_WRITABLE), self._copy_body(pos, &rh)))
+            body = self._copy_body(pos, &rh)
+            if rh.kind == _KIND_SIDE:
+                try:
+                    body = self._claim_side(body)
+                except OSError:
+                    if n:
+                        break   # the next call takes it alone and reports it
+                    return self._take_one(&rh)
+            out.append((rh.kind & ~(<uint32_t>KIND_WRITABLE), body))
             pos += _record_size(rh.length)
             n += 1
         # Copied out: now the records may be overwritten.

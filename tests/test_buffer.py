@@ -5,6 +5,7 @@ import pytest
 
 import fastmp
 from fastmp import _buffer
+from fastmp._message import detach, encode
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -58,7 +59,11 @@ def test_array_keeps_its_buffer_alive_and_returns_it_when_dropped():
     np = pytest.importorskip("numpy")
     q = fastmp.Queue()
     sent = np.arange(2_000_000, dtype=np.float64)  # 16 MB: a large message
-    writer = threading.Thread(target=q.put, args=(sent,))
+    # A put normally sends an array this large through the side arena
+    # (test_side.py); a message a producer had to buffer travels as one
+    # joined body through the ring instead, and is received into a LargeBuffer.
+    kind, body = detach(*encode(sent))
+    writer = threading.Thread(target=q._ring.put, args=(kind, body))
     writer.start()
     received = q.get(timeout=30)
     writer.join()
