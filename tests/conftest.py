@@ -40,7 +40,8 @@ _FASTMP_SHM_NAME = re.compile(r"fast_?mp|^fmp[-_.]", re.IGNORECASE)
 #: child through DupFd, which is what these tests are about).
 _FORKSERVER_PRELOAD = ["fastmp", "numpy", "pytest", "conftest",
                        "test_start_methods", "test_crash_safety", "test_pipe",
-                       "test_sharedctypes", "test_lock", "test_float_channel"]
+                       "test_sharedctypes", "test_lock", "test_float_channel",
+                       "test_typed_ring", "test_broadcast"]
 multiprocessing.set_forkserver_preload(_FORKSERVER_PRELOAD)
 
 

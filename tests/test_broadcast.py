@@ -1,0 +1,793 @@
+"""fastmp.Broadcast: one writer, many subscribers with their own cursors.
+
+Construction, late joining, per-subscriber cursors, the "block" policy (a
+slow subscriber holds the writer back until it reads, closes or dies), the
+"skip" policy (the writer never waits; `skipped` counts exactly what a
+subscriber lost; recv never returns a torn frame; recv_view reports a frame
+overwritten while viewed), max_readers, pickling, EOF, Ctrl-C, streams to
+subscribers in other processes under every start method, and leaks.
+
+Deterministic: processes hand over with Events and queues; the torn-frame
+stress test checks an invariant that must hold however the processes
+interleave.  Child targets live at module level (spawn pickles them).
+"""
+import multiprocessing
+import os
+import pickle
+import queue
+import signal
+import textwrap
+import threading
+import time
+
+import numpy as np
+import pytest
+from conftest import Call, interrupted_output, start_fresh_python, wait_until_sleeping
+
+import fastmp
+
+try:
+    from fastmp._broadcast import Broadcast
+except ImportError:          # not built yet (the forkserver preloads this module too)
+    Broadcast = None
+
+
+def _frame_overwritten():
+    for where in ("fastmp", "fastmp._broadcast", "fastmp._frames"):
+        try:
+            module = __import__(where, fromlist=["FrameOverwritten"])
+        except ImportError:
+            continue
+        if hasattr(module, "FrameOverwritten"):
+            return module.FrameOverwritten
+    return None
+
+
+FrameOverwritten = _frame_overwritten()
+
+pytestmark = [pytest.mark.timeout(60),
+              pytest.mark.skipif(Broadcast is None, reason="fastmp._broadcast is not built")]
+
+FORK = multiprocessing.get_context("fork")
+#: Safety net for every wait that should end at once.
+PATIENCE = 30
+
+
+def _wait(event):
+    assert event.wait(PATIENCE), "the other process never got there"
+
+
+def _run_in_thread(fn, *args, **kwargs):
+    call = Call(lambda: fn(*args, **kwargs))
+    call.start()
+    return call.outcome(PATIENCE)
+
+
+def _sigkill(proc):
+    """Kill without reaping (a zombie, as before a parent joins it); returns
+    once the process is dead."""
+    os.kill(proc.pid, signal.SIGKILL)
+    deadline = time.monotonic() + PATIENCE
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{proc.pid}/stat") as stat:
+                if stat.read().rsplit(")", 1)[1].split()[0] in "ZX":
+                    return
+        except (FileNotFoundError, ProcessLookupError):
+            return
+        time.sleep(0.001)
+    raise AssertionError("the child did not die")
+
+
+def _frame(bc, value):
+    return np.full(bc.shape, value, dtype=bc.dtype)
+
+
+def _value(frame):
+    """The one value a frame is filled with (asserting it is one value)."""
+    flat = np.asarray(frame).ravel()
+    assert (flat == flat[0]).all(), f"torn frame: {flat[:4]}...{flat[-4:]}"
+    return int(flat[0])
+
+
+def _drain(sub):
+    """Every value the subscriber can receive now, without waiting."""
+    got = []
+    while True:
+        try:
+            got.append(_value(sub.recv(block=False)))
+        except queue.Empty:
+            return got
+
+
+# -- construction -------------------------------------------------------------------------
+
+def test_properties_and_defaults():
+    bc = Broadcast(4, (2, 3))
+    assert bc.slots == 4 and bc.shape == (2, 3)
+    assert bc.dtype == np.dtype("float32") and bc.frame_bytes == 24
+    assert bc.policy == "block" and bc.max_readers == 16
+    skip = Broadcast(2, 5, "int64", max_readers=3, policy="skip")
+    assert skip.policy == "skip" and skip.max_readers == 3
+    assert skip.shape == (5,) and skip.frame_bytes == 40
+
+
+@pytest.mark.parametrize("policy", ["drop", "", "BLOCK", None, 1])
+def test_unknown_policies_are_refused(policy):
+    with pytest.raises(ValueError):
+        Broadcast(2, 3, policy=policy)
+
+
+@pytest.mark.parametrize("args, error", [
+    ((0, 3), ValueError), ((2.0, 3), TypeError), ((2, 0), ValueError), ((2, (-1,)), ValueError),
+    ((2, (1,) * 9), ValueError), ((2, 3, object), TypeError), ((2, 3, "not-a-dtype"), TypeError),
+    ((1 << 40, 1 << 10, "uint8"), ValueError),
+], ids=["no-slots", "float-slots", "empty-frame", "negative-dim", "nine-dims", "object",
+        "bad-dtype", "oversize"])
+def test_bad_rings_are_refused_as_for_ring(args, error):
+    with pytest.raises(error):
+        Broadcast(*args)
+
+
+def test_pickling_outside_process_start_is_refused():
+    bc = Broadcast(2, 3)
+    with pytest.raises(RuntimeError, match="inheritance"):
+        pickle.dumps(bc)
+
+
+def test_subscribers_cannot_be_pickled():
+    bc = Broadcast(2, 3)
+    sub = bc.subscribe()
+    with pytest.raises(TypeError):
+        pickle.dumps(sub)
+
+
+def test_frame_overwritten_is_a_buffer_error_exported_by_fastmp():
+    assert fastmp.FrameOverwritten is FrameOverwritten
+    assert issubclass(fastmp.FrameOverwritten, BufferError)
+    assert fastmp.Broadcast is Broadcast
+    assert {"Ring", "Broadcast", "FrameOverwritten"} <= set(fastmp.__all__)
+
+
+# -- subscribers and cursors -------------------------------------------------------------
+
+def test_a_late_subscriber_gets_only_what_is_published_after_it_joined():
+    bc = Broadcast(4, 2, "int32")
+    early = bc.subscribe()
+    bc.send(_frame(bc, 1))
+    bc.send(_frame(bc, 2))
+    late = bc.subscribe()
+    assert late.qsize() == 0
+    with pytest.raises(queue.Empty):
+        late.recv(block=False)
+    bc.send(_frame(bc, 3))
+    assert _drain(late) == [3]
+    assert _drain(early) == [1, 2, 3]
+
+
+def test_a_subscriber_joining_a_ring_that_has_wrapped_starts_at_the_writer():
+    bc = Broadcast(3, 2, "int32")
+    for i in range(10):                  # no subscriber: nothing holds the writer back
+        bc.send(_frame(bc, i), block=False)
+    sub = bc.subscribe()
+    assert sub.qsize() == 0
+    bc.send(_frame(bc, 10))
+    with sub.recv_view() as view:
+        assert _value(view) == 10
+    assert sub.skipped == 0
+
+
+def test_each_subscriber_has_its_own_cursor():
+    bc = Broadcast(8, (2, 2), "int16")
+    a, b, c = bc.subscribe(), bc.subscribe(), bc.subscribe()
+    for i in range(5):
+        bc.send(_frame(bc, i))
+    assert (a.qsize(), b.qsize(), c.qsize()) == (5, 5, 5)
+    assert _value(a.recv()) == 0 and _value(a.recv()) == 1
+    out = np.zeros((2, 2), np.int16)
+    b.recv_into(out)
+    assert _value(out) == 0
+    assert (a.qsize(), b.qsize(), c.qsize()) == (3, 4, 5)
+    assert _drain(c) == [0, 1, 2, 3, 4]
+    assert _drain(a) == [2, 3, 4]
+    assert _drain(b) == [1, 2, 3, 4]
+    assert a.skipped == b.skipped == c.skipped == 0
+
+
+def test_subscriber_recv_into_and_recv_view_check_like_ring():
+    bc = Broadcast(4, (2, 3), "float32")
+    sub = bc.subscribe()
+    bc.send(_frame(bc, 1.5))
+    with pytest.raises(ValueError):
+        sub.recv_into(np.zeros((3, 2), np.float32))
+    with pytest.raises(TypeError):
+        sub.recv_into(np.zeros((2, 3), np.float64))
+    assert sub.qsize() == 1
+    with sub.recv_view() as view:
+        assert isinstance(view, np.ndarray) and not view.flags.writeable
+        assert view.shape == (2, 3) and view.dtype == np.float32
+        assert (view == 1.5).all()
+        with pytest.raises(RuntimeError):
+            sub.recv_view()                 # one open view per subscriber
+    assert sub.qsize() == 0
+    with pytest.raises(queue.Empty):
+        sub.recv_view(block=False)
+    started = time.monotonic()
+    with pytest.raises(queue.Empty):
+        sub.recv(timeout=0.05)
+    assert 0.05 <= time.monotonic() - started < 1.0
+
+
+def test_writer_send_checks_like_ring():
+    bc = Broadcast(4, (2, 3), "float32")
+    sub = bc.subscribe()
+    with pytest.raises(ValueError):
+        bc.send(np.zeros((3, 2), np.float32))
+    with pytest.raises(TypeError):
+        bc.send(np.zeros((2, 3), np.float64))
+    with pytest.raises(ZeroDivisionError):
+        with bc.reserve() as frame:
+            frame[...] = 9
+            1 / 0
+    assert sub.qsize() == 0
+    bc.send(np.ones((4, 6), np.float32)[::2, ::2])   # any strides
+    with bc.reserve() as frame:
+        frame[...] = 2
+    assert not frame.flags.writeable
+    assert [r.tolist() for r in (sub.recv(), sub.recv())] == [[[1] * 3] * 2, [[2] * 3] * 2]
+
+
+def test_a_closed_subscriber_refuses_everything_and_with_closes():
+    bc = Broadcast(2, 3)
+    with bc.subscribe() as sub:
+        bc.send(_frame(bc, 1))
+    for call in (sub.recv, sub.recv_view, sub.qsize, lambda: sub.recv_into(np.zeros(3, "f4"))):
+        with pytest.raises(ValueError):
+            call()
+    sub.close()                              # twice is fine
+
+
+def test_max_readers_limits_live_subscribers():
+    bc = Broadcast(2, 3, max_readers=2)
+    first, second = bc.subscribe(), bc.subscribe()
+    with pytest.raises(RuntimeError):
+        bc.subscribe()
+    first.close()
+    third = bc.subscribe()                   # the closed one's entry is free again
+    with pytest.raises(RuntimeError):
+        bc.subscribe()
+    bc.send(_frame(bc, 4))
+    assert _drain(second) == [4] and _drain(third) == [4]
+
+
+def _subscribe_and_hang(bc, ready, never):
+    sub = bc.subscribe()                      # held until the process dies
+    ready.set()
+    never.wait(PATIENCE)
+
+
+def test_a_dead_subscribers_entry_is_reclaimed(start_method, procs):
+    bc = Broadcast(2, 3, max_readers=1)
+    ready, never = start_method.Event(), start_method.Event()
+    child = procs.start(start_method, _subscribe_and_hang, bc, ready, never)
+    _wait(ready)
+    with pytest.raises(RuntimeError):
+        bc.subscribe()                        # the child's subscriber is alive
+    _sigkill(child)
+    sub = bc.subscribe()
+    bc.send(_frame(bc, 5))
+    assert _drain(sub) == [5]
+
+
+def _use_inherited(box, results):
+    sub = box.pop()
+    try:
+        sub.recv(block=False)
+    except RuntimeError:
+        results.put("refused")
+    except BaseException as exc:  # noqa: BLE001 - reported to the test
+        results.put(repr(exc))
+    else:
+        results.put("received")
+    del sub                                    # dropping it must not free the parent's entry
+    import gc
+    gc.collect()
+    results.put("dropped")
+
+
+def test_a_subscriber_inherited_through_fork_is_the_parents_alone(procs):
+    bc = Broadcast(2, 3, "int32", max_readers=1)
+    sub = bc.subscribe()
+    bc.send(_frame(bc, 1))
+    results = FORK.SimpleQueue()
+    child = procs.start(FORK, _use_inherited, [sub], results)
+    assert results.get() == "refused"
+    assert results.get() == "dropped"
+    procs.join(child)
+    with pytest.raises(RuntimeError):
+        bc.subscribe()                           # the entry is still the parent's
+    assert _drain(sub) == [1]
+    bc.send(_frame(bc, 2))
+    bc.send(_frame(bc, 3))
+    with pytest.raises(queue.Full):              # and it still holds the writer back
+        bc.send(_frame(bc, 4), block=False)
+
+
+@pytest.mark.parametrize("max_readers, error", [(0, ValueError), (-1, ValueError),
+                                                (2.0, TypeError), ("4", TypeError)])
+def test_bad_max_readers_are_refused(max_readers, error):
+    with pytest.raises(error):
+        Broadcast(2, 3, max_readers=max_readers)
+
+
+def _die_inside_reserve(bc, committed, subscribed, ready, never):
+    _wait(subscribed)
+    for value in committed:
+        with bc.reserve() as frame:
+            frame[...] = value
+    res = bc.reserve()
+    with res as frame:
+        frame[...] = -1                          # half written and never committed
+        ready.set()
+        never.wait(PATIENCE)
+
+
+@pytest.mark.parametrize("policy", ["block", "skip"])
+def test_a_writer_killed_inside_reserve_published_nothing(start_method, procs, policy):
+    bc = Broadcast(4, (8, 8), "int64", policy=policy)
+    sub = bc.subscribe()
+    subscribed, ready, never = start_method.Event(), start_method.Event(), start_method.Event()
+    child = procs.start(start_method, _die_inside_reserve, bc, [1, 2], subscribed, ready, never)
+    subscribed.set()
+    _wait(ready)
+    _sigkill(child)
+    assert _value(sub.recv(timeout=PATIENCE)) == 1
+    assert _value(sub.recv(timeout=PATIENCE)) == 2
+    with pytest.raises(EOFError):
+        sub.recv(timeout=PATIENCE)
+    for i in range(3, 12):                       # a new writer goes on, through every slot
+        with bc.reserve(timeout=PATIENCE) as frame:
+            frame[...] = i
+        assert _value(sub.recv(block=False)) == i
+    assert sub.skipped == 0
+
+
+def test_a_second_writer_thread_is_refused_naming_the_holder():
+    bc = Broadcast(4, 2)
+    bc.send(_frame(bc, 1))
+    for call in (lambda: bc.send(_frame(bc, 2)), bc.reserve):
+        _, error = _run_in_thread(call)
+        assert isinstance(error, RuntimeError), error
+        assert str(os.getpid()) in str(error)
+
+
+# -- policy "block" ------------------------------------------------------------------------
+
+def test_block_policy_holds_the_writer_back_for_the_slowest_subscriber():
+    bc = Broadcast(2, 3, "int32")
+    fast, slow = bc.subscribe(), bc.subscribe()
+    bc.send(_frame(bc, 0))
+    bc.send(_frame(bc, 1))
+    assert _drain(fast) == [0, 1]
+    for call in (lambda **kw: bc.send(_frame(bc, 2), **kw), lambda **kw: bc.reserve(**kw)):
+        with pytest.raises(queue.Full):
+            call(block=False)
+        started = time.monotonic()
+        with pytest.raises(queue.Full):
+            call(timeout=0.05)
+        assert 0.05 <= time.monotonic() - started < 1.0
+    assert _value(slow.recv()) == 0
+    bc.send(_frame(bc, 2), block=False)     # one slot free again
+    assert _drain(slow) == [1, 2] and _drain(fast) == [2]
+    assert slow.skipped == fast.skipped == 0
+
+
+def test_block_policy_with_no_subscriber_never_waits():
+    bc = Broadcast(2, 3, "int32")
+    for i in range(10):
+        bc.send(_frame(bc, i), block=False)
+
+
+def test_a_held_view_holds_the_writer_back():
+    bc = Broadcast(2, 3, "int32")
+    sub = bc.subscribe()
+    bc.send(_frame(bc, 0))
+    bc.send(_frame(bc, 1))
+    view = sub.recv_view()
+    with pytest.raises(queue.Full):
+        bc.send(_frame(bc, 2), block=False)   # slot of frame 0 is still being read
+    view.release()
+    bc.send(_frame(bc, 2), block=False)
+    assert _drain(sub) == [1, 2]
+
+
+def test_closing_the_slow_subscriber_releases_a_blocked_writer():
+    bc = Broadcast(2, 3, "int32")
+    fast, slow = bc.subscribe(), bc.subscribe()
+    bc.send(_frame(bc, 0))
+    bc.send(_frame(bc, 1))
+    _drain(fast)
+    closer = Call(slow.close)          # while this thread waits in send
+    closer.start()
+    bc.send(_frame(bc, 2), timeout=PATIENCE)
+    assert closer.outcome(PATIENCE) == (None, None)
+    assert _drain(fast) == [2]
+
+
+def _subscribe_read_and_hang(bc, count, ready, never):
+    sub = bc.subscribe()
+    ready.set()
+    for _ in range(count):
+        sub.recv()
+    never.wait(PATIENCE)
+
+
+def test_a_dead_slow_subscriber_stops_holding_the_writer_back(start_method, procs):
+    bc = Broadcast(2, (4, 4), "int64")
+    fast = bc.subscribe()
+    ready, never = start_method.Event(), start_method.Event()
+    child = procs.start(start_method, _subscribe_read_and_hang, bc, 0, ready, never)
+    _wait(ready)
+    bc.send(_frame(bc, 0))
+    bc.send(_frame(bc, 1))
+    assert _drain(fast) == [0, 1]
+    with pytest.raises(queue.Full):
+        bc.send(_frame(bc, 2), timeout=0.02)    # the child is alive and reads nothing
+    killer = Call(_sigkill, child)     # while this thread waits in send
+    killer.start()
+    bc.send(_frame(bc, 2), timeout=PATIENCE)
+    assert killer.outcome(PATIENCE) == (None, None)
+    for i in range(3, 10):                      # and it no longer counts at all
+        bc.send(_frame(bc, i), timeout=PATIENCE)
+        assert _drain(fast) == ([2, i] if i == 3 else [i])
+
+
+# -- policy "skip" ------------------------------------------------------------------------
+
+def test_skip_policy_never_blocks_and_counts_what_a_subscriber_lost():
+    bc = Broadcast(4, 3, "int64", policy="skip")
+    sub = bc.subscribe()
+    for i in range(10):
+        bc.send(_frame(bc, i), block=False)      # never queue.Full
+        with bc.reserve(block=False) as frame:
+            frame[...] = 100 + i
+    # 20 frames published into 4 slots: the last 4 are still there.
+    assert sub.qsize() <= 4
+    got = _drain(sub)
+    assert got == [8, 108, 9, 109]
+    assert sub.skipped == 16
+    assert _drain(sub) == [] and sub.skipped == 16
+
+
+def test_skip_policy_exactly_slots_behind_loses_nothing():
+    bc = Broadcast(4, 3, "int64", policy="skip")
+    sub = bc.subscribe()
+    for i in range(4):
+        bc.send(_frame(bc, i))
+    assert sub.qsize() == 4
+    assert _drain(sub) == [0, 1, 2, 3] and sub.skipped == 0
+    for i in range(4, 9):                        # one past: the oldest is lost
+        bc.send(_frame(bc, i))
+    assert _drain(sub) == [5, 6, 7, 8] and sub.skipped == 1
+
+
+def test_skip_policy_counts_per_subscriber():
+    bc = Broadcast(3, 2, "int32", policy="skip")
+    keeping_up, lagging = bc.subscribe(), bc.subscribe()
+    got = []
+    for i in range(12):
+        bc.send(_frame(bc, i))
+        got += _drain(keeping_up)
+    assert got == list(range(12)) and keeping_up.skipped == 0
+    assert _drain(lagging) == [9, 10, 11] and lagging.skipped == 9
+
+
+def test_skip_counts_are_zero_with_the_block_policy():
+    bc = Broadcast(2, 2, "int32")
+    sub = bc.subscribe()
+    for i in range(6):
+        bc.send(_frame(bc, i))
+        assert _drain(sub) == [i]
+    assert sub.skipped == 0
+
+
+def test_a_view_overwritten_while_held_raises_frame_overwritten_on_release():
+    bc = Broadcast(2, 4, "int64", policy="skip")
+    sub = bc.subscribe()
+    bc.send(_frame(bc, 0))
+    frame = sub.recv_view()
+    with frame as view:
+        assert _value(view) == 0
+        for i in range(1, 4):                   # laps the viewed slot
+            bc.send(_frame(bc, i), block=False)
+        with pytest.raises(FrameOverwritten):
+            frame.release()
+    # frame 0 was torn (counted as skipped), frame 1 overwritten by frame 3
+    assert sub.skipped == 2
+    assert _drain(sub) == [2, 3]
+    assert sub.skipped == 2
+
+
+def test_frame_overwritten_leaves_the_with_block():
+    bc = Broadcast(1, 4, "int64", policy="skip")
+    sub = bc.subscribe()
+    bc.send(_frame(bc, 0))
+    with pytest.raises(FrameOverwritten):
+        with sub.recv_view() as view:
+            bc.send(_frame(bc, 1))
+            assert isinstance(view, np.ndarray)
+    assert sub.skipped == 1
+    assert _drain(sub) == [1]
+
+
+def test_a_view_not_overwritten_releases_quietly():
+    bc = Broadcast(2, 4, "int64", policy="skip")
+    sub = bc.subscribe()
+    bc.send(_frame(bc, 0))
+    with sub.recv_view() as view:
+        bc.send(_frame(bc, 1))                  # another slot
+        assert _value(view) == 0
+    assert sub.skipped == 0
+    assert _drain(sub) == [1]
+
+
+STRESS_SHAPE = (64, 1024)        # 512 KiB of int64: copies take long enough to be overtaken
+STRESS_FRAMES = 600
+
+
+def _publish_uniform_frames(bc, n, ready):
+    _wait(ready)
+    for i in range(n):
+        if i % 2:
+            with bc.reserve() as frame:
+                frame[...] = i
+        else:
+            bc.send(np.full(bc.shape, i, bc.dtype))
+    bc.close()
+
+
+def test_skip_policy_never_returns_a_torn_frame(start_method, procs):
+    bc = Broadcast(2, STRESS_SHAPE, "int64", policy="skip")
+    sub = bc.subscribe()
+    ready = start_method.Event()
+    child = procs.start(start_method, _publish_uniform_frames, bc, STRESS_FRAMES, ready)
+    out = np.empty(STRESS_SHAPE, np.int64)
+    received, torn_views = [], 0
+    ready.set()
+    while True:
+        try:
+            kind = len(received) % 3
+            if kind == 0:
+                received.append(_value(sub.recv(timeout=PATIENCE)))
+            elif kind == 1:
+                sub.recv_into(out, timeout=PATIENCE)
+                received.append(_value(out))
+            else:
+                with sub.recv_view(timeout=PATIENCE) as view:
+                    copy = np.array(view)
+                # not overwritten while viewed (else FrameOverwritten): whole
+                received.append(_value(copy))
+        except EOFError:
+            break
+        except FrameOverwritten:
+            torn_views += 1
+    procs.join(child)
+    assert received == sorted(set(received)), "frames out of order or repeated"
+    assert received[-1] == STRESS_FRAMES - 1            # the last one is never overwritten
+    assert len(received) + sub.skipped == STRESS_FRAMES, (len(received), sub.skipped, torn_views)
+    assert sub.skipped >= torn_views
+    print(f"received {len(received)}, skipped {sub.skipped}, torn views {torn_views}")
+
+
+# -- EOF ------------------------------------------------------------------------------------
+
+def _publish_and_close(bc, values, subscribed, closed, finish):
+    _wait(subscribed)
+    for value in values:
+        bc.send(np.full(bc.shape, value, bc.dtype))
+    bc.close()
+    closed.set()
+    _wait(finish)
+
+
+def test_eof_after_the_writer_closes_and_everything_is_read(procs):
+    bc = Broadcast(4, 3, "int32")
+    subscribed, closed, finish = FORK.Event(), FORK.Event(), FORK.Event()
+    child = procs.start(FORK, _publish_and_close, bc, [1, 2, 3], subscribed, closed, finish)
+    sub = bc.subscribe()
+    subscribed.set()
+    _wait(closed)
+    out = np.zeros(3, np.int32)
+    assert _value(sub.recv()) == 1
+    sub.recv_into(out)
+    assert _value(out) == 2
+    with sub.recv_view() as view:
+        assert _value(view) == 3
+    started = time.monotonic()
+    for call in (lambda: sub.recv(timeout=PATIENCE), lambda: sub.recv_view(block=False),
+                 lambda: sub.recv_into(out, timeout=PATIENCE)):
+        with pytest.raises(EOFError):
+            call()
+    assert time.monotonic() - started < 1.0
+    finish.set()
+    procs.join(child)
+
+
+def _publish_and_hang(bc, values, subscribed, ready, never):
+    _wait(subscribed)
+    for value in values:
+        bc.send(np.full(bc.shape, value, bc.dtype))
+    ready.set()
+    never.wait(PATIENCE)
+
+
+def test_eof_after_the_writer_dies(start_method, procs):
+    bc = Broadcast(4, 3, "int32")
+    subscribed, ready, never = start_method.Event(), start_method.Event(), start_method.Event()
+    child = procs.start(start_method, _publish_and_hang, bc, [1, 2], subscribed, ready, never)
+    sub = bc.subscribe()
+    subscribed.set()
+    _wait(ready)
+    assert _value(sub.recv()) == 1
+    _sigkill(child)
+    assert _value(sub.recv()) == 2          # published before the death: still there
+    started = time.monotonic()
+    with pytest.raises(EOFError):
+        sub.recv(timeout=PATIENCE)
+    assert time.monotonic() - started < 2.0
+
+
+def test_a_subscriber_blocked_when_the_writer_closes_gets_eof(procs):
+    bc = Broadcast(4, 3, "int32")
+    bc.send(_frame(bc, 0))                          # the parent is the writer
+    ready, results = FORK.Event(), FORK.SimpleQueue()
+    child = procs.start(FORK, _subscribe_then_wait_for_eof, bc, ready, results)
+    _wait(ready)
+    wait_until_sleeping(child.pid)
+    started = time.monotonic()
+    bc.close()
+    assert results.get() == "eof"
+    assert time.monotonic() - started < 1.0
+    procs.join(child)
+
+
+def _subscribe_then_wait_for_eof(bc, ready, results):
+    sub = bc.subscribe()
+    ready.set()
+    try:
+        sub.recv(timeout=PATIENCE)
+    except EOFError:
+        results.put("eof")
+    except BaseException as exc:  # noqa: BLE001 - reported to the test
+        results.put(repr(exc))
+    else:
+        results.put("a frame")
+
+
+# -- between processes ------------------------------------------------------------------------
+
+FANOUT_SHAPE = (5, 9)            # 360 bytes: a stride of 384
+FANOUT_FRAMES = 2000
+
+
+def _subscribe_and_check(bc, n, subscribed, results):
+    sub = bc.subscribe()
+    subscribed.release()
+    out = np.zeros(bc.shape, bc.dtype)
+    bad = None
+    for i in range(n):
+        kind = i % 3
+        if kind == 0:
+            frame = sub.recv()
+        elif kind == 1:
+            sub.recv_into(out)
+            frame = out
+        else:
+            with sub.recv_view() as view:
+                frame = np.array(view)
+        if not (frame == i).all():
+            bad = f"frame {i}: {frame.ravel()[:4]}"
+            break
+    if bad is None:
+        try:
+            sub.recv(timeout=PATIENCE)
+            bad = "a frame after the last"
+        except EOFError:
+            pass
+    results.put(bad or f"ok skipped={sub.skipped}")
+
+
+def test_every_subscriber_process_gets_every_frame(start_method, procs):
+    bc = Broadcast(4, FANOUT_SHAPE, "int64")
+    subscribed = start_method.Semaphore(0)
+    results = start_method.SimpleQueue()
+    children = [procs.start(start_method, _subscribe_and_check, bc, FANOUT_FRAMES, subscribed,
+                            results) for _ in range(2)]
+    for _ in children:
+        assert subscribed.acquire(timeout=PATIENCE)
+    for i in range(FANOUT_FRAMES):
+        if i % 2:
+            with bc.reserve(timeout=PATIENCE) as frame:
+                frame[...] = i
+        else:
+            bc.send(_frame(bc, i), timeout=PATIENCE)
+    bc.close()
+    assert [results.get(), results.get()] == ["ok skipped=0"] * 2
+    procs.join()
+
+
+def test_no_descriptor_or_segment_outlives_the_broadcast(start_method, procs, leak_guard):
+    bc = Broadcast(4, FANOUT_SHAPE, "int64")
+    subscribed = start_method.Semaphore(0)
+    results = start_method.SimpleQueue()
+    child = procs.start(start_method, _subscribe_and_check, bc, 100, subscribed, results)
+    assert subscribed.acquire(timeout=PATIENCE)
+    for i in range(100):
+        bc.send(_frame(bc, i), timeout=PATIENCE)
+    bc.close()
+    assert results.get() == "ok skipped=0"
+    procs.join(child)
+    results.close()
+    del bc, child, subscribed
+    leak_guard.check()
+
+
+# -- Ctrl-C --------------------------------------------------------------------------------------
+
+_BLOCKED_CALLS = {
+    "subscriber_recv": ("bc = Broadcast(2, 3); sub = bc.subscribe()\n"
+                        "print('ready', flush=True); sub.recv()"),
+    "subscriber_recv_view": ("bc = Broadcast(2, 3); sub = bc.subscribe()\n"
+                             "print('ready', flush=True); sub.recv_view()"),
+    "send_held_back": ("import numpy\nbc = Broadcast(1, 3); sub = bc.subscribe()\n"
+                       "bc.send(numpy.zeros(3, 'f4'))\n"
+                       "print('ready', flush=True); bc.send(numpy.zeros(3, 'f4'))"),
+}
+
+
+@pytest.mark.parametrize("call", sorted(_BLOCKED_CALLS))
+def test_ctrl_c_interrupts_a_blocked_call_promptly(call, tmp_path):
+    code = "from fastmp._broadcast import Broadcast\n" + _BLOCKED_CALLS[call]
+    child = start_fresh_python(code, tmp_path)
+    out, err, elapsed = interrupted_output(child)
+    assert "KeyboardInterrupt" in err
+    assert child.returncode != 0
+    assert elapsed < 2.0
+
+
+# -- without NumPy ----------------------------------------------------------------------------------
+
+_WITHOUT_NUMPY = """
+    import array, sys
+    sys.modules["numpy"] = None
+    from fastmp._broadcast import Broadcast
+    bc = Broadcast(2, (2, 2), "i", policy="skip")
+    assert bc.dtype == "i"
+    sub = bc.subscribe()
+    with bc.reserve() as frame:
+        assert isinstance(frame, memoryview) and frame.format == "i" and frame.shape == (2, 2)
+        frame[1, 1] = 7
+    bc.send(array.array("i", [1, 2, 3, 4]))
+    got = sub.recv()
+    assert isinstance(got, memoryview) and got.tolist()[1][1] == 7
+    with sub.recv_view() as view:
+        assert view.readonly and view.tolist() == [[1, 2], [3, 4]]
+    try:
+        view.tolist()
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("a released view still works")
+    print("ok")
+    """
+
+
+def test_without_numpy_frames_are_memoryviews(tmp_path):
+    child = start_fresh_python(textwrap.dedent(_WITHOUT_NUMPY), tmp_path)
+    try:
+        out, err = child.communicate(timeout=PATIENCE)
+    finally:
+        child.kill()
+        child.wait()
+    assert child.returncode == 0, err
+    assert out.strip() == "ok"
