@@ -10,7 +10,9 @@ so the module can stand in for it as a whole.
 import multiprocessing as _multiprocessing
 
 from fastmp._float_channel import FloatChannel
+from fastmp._frames import FrameOverwritten
 from fastmp._lock import Lock, RLock
+from fastmp._typed_ring import Ring
 from fastmp.connection import Pipe
 from fastmp.context import get_context
 from fastmp.queues import JoinableQueue, Queue, SimpleQueue
@@ -23,5 +25,6 @@ for _name in _multiprocessing.__all__:
 del _name
 
 __all__ = sorted(set(_multiprocessing.__all__) | {"Queue", "JoinableQueue", "SimpleQueue", "Pipe", "Lock", "RLock", "Value",
-                                                "Array", "RawValue", "RawArray", "FloatChannel", "get_context"})
+                                                "Array", "RawValue", "RawArray", "FloatChannel", "Ring",
+                                                "FrameOverwritten", "get_context"})
 __version__ = "0.1.0"

@@ -29,8 +29,10 @@ from multiprocessing import (
 )
 
 from fastmp._float_channel import FloatChannel as FloatChannel
+from fastmp._frames import FrameOverwritten as FrameOverwritten
 from fastmp._lock import Lock as Lock
 from fastmp._lock import RLock as RLock
+from fastmp._typed_ring import Ring as Ring
 from fastmp.connection import Pipe as Pipe
 from fastmp.context import get_context as get_context
 from fastmp.queues import JoinableQueue as JoinableQueue

@@ -60,9 +60,18 @@ cdef class FrameSpec:
     # copy of the frame at src.
     cdef object copy_new(self, const char* src)
     cdef str describe(self)             # "shape (2, 3) and dtype float32"
+    # Get a buffer of `obj` (writable if `out`) that has this frame's shape
+    # and dtype into *view, or raise (as copy_in/copy_out do) holding none.
+    # The caller releases it (PyBuffer_Release).  For checking before a
+    # wait, then copying with the helpers below.
     cdef int _check(self, object obj, Py_buffer* view, str what, bint out) except -1
     cdef int _check_dtype(self, object obj, const Py_buffer* view, str what) except -1
 
+
+# Copy n bytes between a frame and a buffer _check() accepted (any strides;
+# GIL released for big frames).
+cdef int frame_from_buffer(char* dst, Py_buffer* view, Py_ssize_t n) except -1
+cdef int frame_to_buffer(Py_buffer* view, const char* src, Py_ssize_t n) except -1
 
 # Parse and validate (shape, dtype) as the spec says.
 cpdef FrameSpec frame_spec(object shape, object dtype)
@@ -76,6 +85,7 @@ cdef class ViewCache:
     cdef bint writable
     cdef list views
     cdef object mv                      # memoryview of the segment (ndarray base)
+    cdef bint poke                      # toggle WRITEABLE in the struct (see .pyx)
 
     # A view over slot `slot`: writable iff the cache is.  NumPy: the cached
     # ndarray of that slot when nobody else holds it any more (else a new

@@ -296,39 +296,21 @@ cdef class FrameSpec:
 
     cdef int copy_in(self, char* dst, object src, str what) except -1:
         cdef Py_buffer view
-        cdef Py_ssize_t n = self.frame_bytes
-        cdef int rc = 0
         self._check(src, &view, what, False)
         try:
-            if PyBuffer_IsContiguous(&view, b"C"):
-                if n >= BIG_COPY:
-                    with nogil:
-                        memcpy(dst, view.buf, n)
-                else:
-                    memcpy(dst, view.buf, n)
-            else:
-                rc = PyBuffer_ToContiguous(dst, &view, n, b"C")
+            frame_from_buffer(dst, &view, self.frame_bytes)
         finally:
             PyBuffer_Release(&view)
-        return rc
+        return 0
 
     cdef int copy_out(self, object dst, const char* src, str what) except -1:
         cdef Py_buffer view
-        cdef Py_ssize_t n = self.frame_bytes
-        cdef int rc = 0
         self._check(dst, &view, what, True)
         try:
-            if PyBuffer_IsContiguous(&view, b"C"):
-                if n >= BIG_COPY:
-                    with nogil:
-                        memcpy(view.buf, src, n)
-                else:
-                    memcpy(view.buf, src, n)
-            else:
-                rc = PyBuffer_FromContiguous(&view, <void*>src, n, b"C")
+            frame_to_buffer(&view, src, self.frame_bytes)
         finally:
             PyBuffer_Release(&view)
-        return rc
+        return 0
 
     cdef object copy_new(self, const char* src):
         cdef Py_buffer view
@@ -355,6 +337,28 @@ cdef class FrameSpec:
         exporter.addr = <char*>data
         exporter.readonly = False
         return memoryview(exporter)
+
+
+cdef int frame_from_buffer(char* dst, Py_buffer* view, Py_ssize_t n) except -1:
+    if PyBuffer_IsContiguous(view, b"C"):
+        if n >= BIG_COPY:
+            with nogil:
+                memcpy(dst, view.buf, n)
+        else:
+            memcpy(dst, view.buf, n)
+        return 0
+    return PyBuffer_ToContiguous(dst, view, n, b"C")
+
+
+cdef int frame_to_buffer(Py_buffer* view, const char* src, Py_ssize_t n) except -1:
+    if PyBuffer_IsContiguous(view, b"C"):
+        if n >= BIG_COPY:
+            with nogil:
+                memcpy(view.buf, src, n)
+        else:
+            memcpy(view.buf, src, n)
+        return 0
+    return PyBuffer_FromContiguous(view, <void*>src, n, b"C")
 
 
 @cython.final
@@ -386,6 +390,62 @@ cdef class _FrameBuffer:
         pass
 
 
+# -- toggling an ndarray's WRITEABLE flag --------------------------------------
+#
+# `arr.flags.writeable = x` costs ~200 ns (a flags object, a setattr), twice
+# per reservation.  NumPy's own compiled extensions read and write the flags
+# through the public struct below (PyArray_FLAGS / PyArray_ENABLEFLAGS are
+# macros over it), so its layout is part of NumPy's ABI (1.x and 2.x alike).
+# We still check it on every array we build (data pointer, ndim, descr and
+# flags must read back as NumPy reports them) and fall back to the Python
+# attribute otherwise.
+
+cdef extern from *:
+    """
+    typedef struct {
+        PyObject_HEAD
+        char *data;
+        int nd;
+        Py_ssize_t *dimensions;
+        Py_ssize_t *strides;
+        PyObject *base;
+        PyObject *descr;
+        int flags;
+    } fastmp_ndarray_head;
+    #define FASTMP_NPY_WRITEABLE 0x0400
+    static inline char *fastmp_nd_data(PyObject *a) { return ((fastmp_ndarray_head *)a)->data; }
+    static inline int fastmp_nd_ndim(PyObject *a) { return ((fastmp_ndarray_head *)a)->nd; }
+    static inline PyObject *fastmp_nd_descr(PyObject *a) { return ((fastmp_ndarray_head *)a)->descr; }
+    static inline int fastmp_nd_flags(PyObject *a) { return ((fastmp_ndarray_head *)a)->flags; }
+    static inline void fastmp_nd_set_writeable(PyObject *a, int on) {
+        if (on) ((fastmp_ndarray_head *)a)->flags |= FASTMP_NPY_WRITEABLE;
+        else ((fastmp_ndarray_head *)a)->flags &= ~FASTMP_NPY_WRITEABLE;
+    }
+    """
+    char* fastmp_nd_data(PyObject* a)
+    int fastmp_nd_ndim(PyObject* a)
+    PyObject* fastmp_nd_descr(PyObject* a)
+    int fastmp_nd_flags(PyObject* a)
+    void fastmp_nd_set_writeable(PyObject* a, int on)
+
+
+cdef bint _layout_checked = False
+cdef bint _layout_ok = False
+
+
+cdef bint _ndarray_layout_ok(object arr, char* data, int ndim) except -1:
+    """Does `arr` (just built by us over `data`) read back as NumPy says?"""
+    global _layout_checked, _layout_ok
+    cdef PyObject* p = <PyObject*>arr
+    cdef bint ok = (fastmp_nd_data(p) == data and fastmp_nd_ndim(p) == ndim
+                    and fastmp_nd_descr(p) == <PyObject*>arr.dtype
+                    and fastmp_nd_flags(p) == arr.flags.num)
+    if not _layout_checked:
+        _layout_ok = ok
+        _layout_checked = True
+    return ok and _layout_ok
+
+
 # -- a view per slot --------------------------------------------------------------
 
 @cython.final
@@ -401,12 +461,14 @@ cdef class ViewCache:
         self.writable = writable
         self.views = [None] * nslots
         self.mv = None
+        self.poke = False
         if spec.numpy:
             self.mv = memoryview(segment) if writable else memoryview(segment).toreadonly()
 
     cdef object take(self, Py_ssize_t slot):
         cdef PyObject* cached
         cdef FrameSpec spec = self.spec
+        cdef Py_ssize_t offset
         if not spec.numpy:
             return spec.new_view(self.segment, self.base + slot * spec.stride, self.writable)
         cached = PyList_GET_ITEM(self.views, slot)
@@ -419,9 +481,15 @@ cdef class ViewCache:
                 # Nobody else holds it: hand it out again, writable.  (A
                 # view someone kept after its commit is never made writable
                 # again: that holder would write into a later frame.)
-                (<object>cached).flags.writeable = True
+                if self.poke:
+                    fastmp_nd_set_writeable(cached, 1)
+                else:
+                    (<object>cached).flags.writeable = True
                 return <object>cached
-        view = spec.np.ndarray(spec.shape, spec.dtype, self.mv, self.base + slot * spec.stride)
+        offset = self.base + slot * spec.stride
+        view = spec.np.ndarray(spec.shape, spec.dtype, self.mv, offset)
+        if self.writable:
+            self.poke = _ndarray_layout_ok(view, self.segment.addr + offset, spec.ndim)
         self.views[slot] = view
         return view
 
@@ -429,7 +497,10 @@ cdef class ViewCache:
         if not self.spec.numpy:
             view.release()
         elif self.writable:
-            view.flags.writeable = False
+            if self.poke:
+                fastmp_nd_set_writeable(<PyObject*>view, 0)
+            else:
+                view.flags.writeable = False
         return 0
 
 
