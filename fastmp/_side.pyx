@@ -462,3 +462,18 @@ cdef class SideArena:
         """How far the arena's file extends (sparse: punched regions hold
         no memory)."""
         return self.hdr.file_end
+
+    # -- for tests ----------------------------------------------------------
+
+    def _hold_region(self, Py_ssize_t size):
+        """A region held WRITING by this process, as a sender holds one while
+        it copies (None when none is available)."""
+        return self._allocate(<uint64_t>size)
+
+
+def _set_keep_bytes(uint64_t n):
+    """Change how many idle bytes an arena keeps (tests); returns the old value."""
+    global _keep_bytes
+    old = _keep_bytes
+    _keep_bytes = n
+    return old
