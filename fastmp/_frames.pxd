@@ -45,6 +45,7 @@ cdef class FrameSpec:
     cdef Py_ssize_t count               # items per frame
     cdef bytes fmt                      # buffer format of our own views
     cdef object np                      # the numpy module, or None
+    cdef bint castable                  # no NumPy: memoryview.cast knows the typecode
 
     # A fresh view of the frame at segment.addr + offset (keeps `segment`
     # mapped).  Read-only views cannot be made writable by the user.

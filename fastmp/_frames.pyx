@@ -85,6 +85,11 @@ _NAMES = {
 }
 
 
+# 2**62 bytes: beyond any address space, and far from Py_ssize_t overflow
+# (a channel then multiplies by its slot count in Python ints too).
+_MAX_FRAME_BYTES = 1 << 62
+
+
 cdef inline Py_ssize_t _round_up(Py_ssize_t n) noexcept:
     return (n + FRAME_ALIGN - 1) & ~(<Py_ssize_t>FRAME_ALIGN - 1)
 
@@ -157,16 +162,27 @@ cpdef FrameSpec frame_spec(object shape, object dtype):
         spec.dtype = code
         spec.itemsize = _struct.calcsize(code)
         spec.fmt = code.encode("ascii")
+        try:                # memoryview.cast refuses 'e' before Python 3.12
+            memoryview(bytearray(spec.itemsize)).cast(code)
+            spec.castable = True
+        except (ValueError, TypeError):
+            spec.castable = False
+    # The product in Python ints first: dimensions beyond 64 bits, or whose
+    # product is, must be refused, not wrapped.
+    total = 1
+    for d in dims:
+        total *= d
+    if total == 0 or spec.itemsize == 0:
+        raise ValueError(f"empty frame: shape {dims} of {spec.dtype} holds no bytes")
+    if total * spec.itemsize > _MAX_FRAME_BYTES:
+        raise ValueError(f"a frame of shape {dims} and dtype {spec.dtype} needs "
+                         f"{total * spec.itemsize} bytes, more than any machine has")
     spec.shape = dims
     spec.ndim = len(dims)
     for i in range(spec.ndim):
         spec.dims[i] = dims[i]
-        count *= <Py_ssize_t>dims[i]
+    count = total
     spec.count = count
-    if count == 0 or spec.itemsize == 0:
-        raise ValueError(f"empty frame: shape {dims} of {spec.dtype} holds no bytes")
-    if count > (<Py_ssize_t>1 << 62) // spec.itemsize:
-        raise ValueError(f"frame of shape {dims} is too large")
     spec.frame_bytes = count * spec.itemsize
     spec.stride = _round_up(spec.frame_bytes)
     if spec.ndim:
@@ -331,6 +347,9 @@ cdef class FrameSpec:
             return arr
         data = bytearray(n)
         memcpy(<char*>data, src, n)
+        if self.castable:
+            # memoryview.cast: the view's .obj is the bytearray itself.
+            return memoryview(data).cast(self.dtype, self.shape)
         exporter = _FrameBuffer.__new__(_FrameBuffer)
         exporter.spec = self
         exporter.keep = data
