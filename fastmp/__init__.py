@@ -9,6 +9,7 @@ so the module can stand in for it as a whole.
 
 import multiprocessing as _multiprocessing
 
+from fastmp._broadcast import Broadcast
 from fastmp._float_channel import FloatChannel
 from fastmp._frames import FrameOverwritten
 from fastmp._lock import Lock, RLock
@@ -26,5 +27,5 @@ del _name
 
 __all__ = sorted(set(_multiprocessing.__all__) | {"Queue", "JoinableQueue", "SimpleQueue", "Pipe", "Lock", "RLock", "Value",
                                                 "Array", "RawValue", "RawArray", "FloatChannel", "Ring",
-                                                "FrameOverwritten", "get_context"})
+                                                "Broadcast", "FrameOverwritten", "get_context"})
 __version__ = "0.1.0"

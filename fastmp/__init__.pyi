@@ -1,4 +1,4 @@
-"""Type stubs for fastmp: Queue, JoinableQueue, SimpleQueue, Pipe, Lock, RLock, Value, Array, RawValue and RawArray are fastmp's own; the rest is multiprocessing's."""
+"""Type stubs for fastmp: Queue, JoinableQueue, SimpleQueue, Pipe, Lock, RLock, Value, Array, RawValue, RawArray, FloatChannel, Ring, Broadcast and FrameOverwritten are fastmp's own; the rest is multiprocessing's."""
 from multiprocessing import (
     AuthenticationError as AuthenticationError,
     Barrier as Barrier,
@@ -28,6 +28,7 @@ from multiprocessing import (
     set_start_method as set_start_method,
 )
 
+from fastmp._broadcast import Broadcast as Broadcast
 from fastmp._float_channel import FloatChannel as FloatChannel
 from fastmp._frames import FrameOverwritten as FrameOverwritten
 from fastmp._lock import Lock as Lock
