@@ -11,6 +11,9 @@
   as separate parts, and the ring copies each part straight from the object's
   memory (one copy on each side, none in between).  On the way out the
   buffers are slices of one writable bytearray, so arrays come back writable.
+  When those buffers are large, the ring sends them through its side arena
+  instead (_side.pyx: KIND_SIDE, one copy); decode() then gets a SideMessage
+  and unpickles over the shared region.
 
 Layout of a KIND_PICKLE_OOB body (all offsets 8-byte aligned):
 

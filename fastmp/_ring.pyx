@@ -22,6 +22,13 @@ A record may wrap the end of the data area; it is then copied in two pieces.
   without the mutex, because the stream owner alone may touch those bytes.
   A stream whose writer or reader dies (or gives up on Ctrl-C) is cleaned up
   by whoever is blocked behind it: nothing hangs, and the ring stays framed.
+* A message whose out-of-band buffers (arrays) add up to SIDE_MIN_BYTES or
+  more leaves them in a region of the ring's side arena (_side.pyx), copied
+  there by its writer before it takes the mutex; its record (KIND_SIDE) only
+  names the region.  The writer marks the region QUEUED just before it
+  publishes the record, and the reader claims it before it moves `head`
+  past the record, so the region always belongs to someone who can give it
+  back, or to a process whose death lets others take it back.
 * `written - taken` (records in the ring; each side counts on its own cache
   line) and `pending` (messages admitted against `maxsize` but still
   buffered in a producer) implement maxsize.  After a process dies holding
@@ -1133,12 +1140,21 @@ cdef class FramedRing:
         """Mutex held; the ordinary record `rh` is at head."""
         cdef uint64_t pos = self.hdr.head
         cdef object body = self._copy_body(pos, rh)
+        cdef object lost = None
+        if rh.kind == _KIND_SIDE:
+            # Claimed before head moves past the record: a reader killed in
+            # between leaves the region HELD by a dead pid, which the next
+            # reader of the record may claim (or a sender take back).
+            try:
+                body = self._claim_side(body)
+            except OSError as error:
+                lost = error    # move past it, then report it, once
         fastmp_store_release_u64(&self.hdr.head, pos + _record_size(rh.length))
         self.hdr.taken += 1
         self._wake_writers()
         self._clear_ready()
-        if rh.kind == _KIND_SIDE:
-            body = self._claim_side(body)   # past it already: a lost one raises once
+        if lost is not None:
+            raise lost
         return (rh.kind & ~(<uint32_t>KIND_WRITABLE), body)
 
     cdef object _claim_side(self, object body):
