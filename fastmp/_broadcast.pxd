@@ -141,3 +141,4 @@ cdef class Subscriber(FrameOwner):
     cdef int _skip_ahead(self) noexcept
     cdef object _receive(self, object out, double deadline)
     cdef int _release(self) noexcept
+    cdef int _done(self) except -1

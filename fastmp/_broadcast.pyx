@@ -595,7 +595,22 @@ cdef class Subscriber(FrameOwner):
         if self.closed:
             return
         self.closed = True
+        if self.busy:
+            # Another thread is inside a receive (waiting, or copying with
+            # the GIL released): it frees the entry on its way out, so that
+            # a sleep it announced on this entry is retracted first.  Wake
+            # it now rather than at the end of its slice.
+            fastmp_ec_wake(&self.hdr.data_seq)
+            return
         self._release()
+
+    cdef int _done(self) except -1:
+        """End of a receive: a close() from another thread meanwhile left
+        the freeing of the entry to us."""
+        self.busy = False
+        if self.closed:
+            self._release()
+        return 0
 
     def qsize(self):
         """Frames published and not yet taken (at most `slots`)."""
@@ -608,6 +623,8 @@ cdef class Subscriber(FrameOwner):
     # -- moving the cursor -----------------------------------------------------------
 
     cdef int _advance(self, uint64_t position) noexcept:
+        if self.claim == 0:
+            return 0                    # closed meanwhile: the entry is not ours
         fastmp_bc_publish_position(self.hdr, self.cur, self.pos, position)
         self.pos = position
         return 0
@@ -718,7 +735,7 @@ cdef class Subscriber(FrameOwner):
         try:
             return self._receive(None, deadline)
         finally:
-            self.busy = False
+            self._done()
 
     def recv_into(self, out, bint block=True, timeout=None):
         """Copy the next frame into `out` (a writable buffer of the frame's
@@ -730,7 +747,7 @@ cdef class Subscriber(FrameOwner):
         try:
             self._receive(out, deadline)
         finally:
-            self.busy = False
+            self._done()
 
     def recv_view(self, bint block=True, timeout=None):
         """A Frame: ``with sub.recv_view() as view:`` reads the next frame in
@@ -744,7 +761,7 @@ cdef class Subscriber(FrameOwner):
         try:
             self._await_intact(deadline)
         finally:
-            self.busy = False
+            self._done()
         pos = self.pos
         slot = pos % self.nslots
         f = new_frame(self, <PyObject*>self.frame, self.views.take(slot))
