@@ -4,30 +4,10 @@
 
 from libc.stdint cimport uint32_t, uint64_t
 
+from fastmp._claims cimport fastmp_peer_watch, fastmp_role
 from fastmp._frames cimport FrameOwner, FrameSpec, ViewCache
 from fastmp._segment cimport Segment
 from fastmp._sync cimport timespec
-
-cdef extern from "_claims.h" nogil:
-    uint64_t FASTMP_CLAIM_CLOSED
-    ctypedef struct fastmp_role:
-        uint64_t claim
-    ctypedef struct fastmp_peer_watch:
-        uint64_t dead
-        double next_check
-    uint64_t fastmp_claim_load(const uint64_t* word)
-    uint64_t fastmp_claim_peek(const uint64_t* word)
-    uint64_t fastmp_claim_me()
-    int fastmp_claim_watch_forks()
-    unsigned int fastmp_claim_fork_gen()
-    bint fastmp_role_held(const fastmp_role* r, const uint64_t* word)
-    bint fastmp_role_claim(fastmp_role* r, uint64_t* word, uint64_t* holder)
-    bint fastmp_role_close(fastmp_role* r, uint64_t* word)
-    bint fastmp_peer_gone(const uint64_t* word, fastmp_peer_watch* w, double now,
-                          double interval)
-
-cdef extern from "_eventcount.h" nogil:
-    void fastmp_ec_wake(uint32_t* seq)
 
 cdef extern from "_broadcast_layout.h" nogil:
     ctypedef struct fastmp_bc_header:
@@ -139,6 +119,6 @@ cdef class Subscriber(FrameOwner):
     cdef int _await_intact(self, double deadline) except -1
     cdef int _advance(self, uint64_t position) noexcept
     cdef int _skip_ahead(self) noexcept
-    cdef object _receive(self, object out, double deadline)
+    cdef object _receive(self, Py_buffer* out, double deadline)
     cdef int _release(self) noexcept
     cdef int _done(self) except -1

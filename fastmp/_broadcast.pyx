@@ -35,6 +35,7 @@ ordering and what survives a crash).
 """
 
 cimport cython
+from cpython.buffer cimport PyBuffer_Release
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.object cimport PyObject
 from libc.math cimport INFINITY
@@ -45,9 +46,15 @@ import os as _os
 import queue
 from multiprocessing import context as _mp_context
 
+from fastmp._claims cimport (
+    fastmp_claim_fork_gen, fastmp_claim_load, fastmp_claim_me, fastmp_claim_peek,
+    fastmp_claim_watch_forks, fastmp_peer_gone, fastmp_role_claim, fastmp_role_close,
+    fastmp_role_held,
+)
+from fastmp._eventcount cimport fastmp_ec_wake
 from fastmp._frames cimport (
     Frame, FrameOwner, FrameSpec, Reservation, ViewCache, done_frame, done_reservation,
-    frame_spec, new_frame, new_reservation,
+    frame_from_buffer, frame_spec, frame_to_buffer, new_frame, new_reservation,
 )
 from fastmp._segment cimport Segment
 from fastmp._sync cimport (
@@ -387,31 +394,27 @@ cdef class Broadcast(FrameOwner):
 
     def send(self, frame, bint block=True, timeout=None):
         """Copy one frame in and publish it (shape and dtype must match:
-        ValueError / TypeError).  Blocks like reserve()."""
+        ValueError / TypeError, before any wait).  Blocks like reserve()."""
+        cdef Py_buffer view
         cdef double deadline
-        cdef uint64_t tail, slot, before
-        cdef uint64_t* seq
+        cdef uint64_t tail, slot
         if self.closed:
             raise ValueError(f"{self!r} is closed")
         deadline = _deadline(block, timeout)
         if self.res is not None and (<Reservation>self.res).active:
             raise RuntimeError("this Broadcast handle has an open reservation: commit or "
                                "abort it before send()")
-        if not fastmp_role_held(&self.writer, &self.hdr.writer_claim):
-            self._claim()
-        tail = self._room(deadline)
-        slot = tail % self.nslots
-        seq = &self.seqs[slot].seq
-        before = seq[0]
-        fastmp_bc_begin_frame(seq, tail)
+        self.spec._check(frame, &view, "Broadcast.send()", False)
         try:
-            self.spec.copy_in(self.frames + slot * self.stride, frame, "send")
-        except BaseException:
-            # copy_in checks shape and dtype before it writes a byte: the
-            # slot still holds the frame it held.
-            seq[0] = before
-            raise
-        fastmp_bc_publish(self.hdr, seq, tail)
+            if not fastmp_role_held(&self.writer, &self.hdr.writer_claim):
+                self._claim()
+            tail = self._room(deadline)
+            slot = tail % self.nslots
+            fastmp_bc_begin_frame(&self.seqs[slot].seq, tail)
+            frame_from_buffer(self.frames + slot * self.stride, &view, self.spec.frame_bytes)
+            fastmp_bc_publish(self.hdr, &self.seqs[slot].seq, tail)
+        finally:
+            PyBuffer_Release(&view)
 
     def close(self):
         """Stop using this handle (later calls raise ValueError).  If it is
@@ -701,9 +704,9 @@ cdef class Subscriber(FrameOwner):
                 return 0
             self._skip_ahead()
 
-    cdef object _receive(self, object out, double deadline):
+    cdef object _receive(self, Py_buffer* out, double deadline):
         """Copy the next frame out (into `out`, or into a new array when
-        `out` is None) and move past it."""
+        `out` is NULL) and move past it."""
         cdef uint64_t pos, slot
         cdef uint64_t* seq
         cdef const char* src
@@ -713,10 +716,10 @@ cdef class Subscriber(FrameOwner):
             slot = pos % self.nslots
             seq = &self.seqs[slot].seq
             src = self.frames + slot * self.stride
-            if out is None:
+            if out == NULL:
                 result = self.spec.copy_new(src)
             else:
-                self.spec.copy_out(out, src, "recv_into")
+                frame_to_buffer(out, src, self.spec.frame_bytes)
                 result = None
             if self.skip and not fastmp_bc_frame_still_intact(seq, pos):
                 self._skip_ahead()          # torn while copied: never returned
@@ -733,20 +736,23 @@ cdef class Subscriber(FrameOwner):
         # second thread must not take the same frame meanwhile.
         self.busy = True
         try:
-            return self._receive(None, deadline)
+            return self._receive(NULL, deadline)
         finally:
             self._done()
 
     def recv_into(self, out, bint block=True, timeout=None):
         """Copy the next frame into `out` (a writable buffer of the frame's
         shape and dtype)."""
+        cdef Py_buffer view
         cdef double deadline
         self._check()
         deadline = _deadline(block, timeout)
+        self.spec._check(out, &view, "Subscriber.recv_into()", True)
         self.busy = True
         try:
-            self._receive(out, deadline)
+            self._receive(&view, deadline)
         finally:
+            PyBuffer_Release(&view)
             self._done()
 
     def recv_view(self, bint block=True, timeout=None):
