@@ -218,6 +218,25 @@ def test_subscriber_recv_into_and_recv_view_check_like_ring():
     assert 0.05 <= time.monotonic() - started < 1.0
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "a Subscriber's recv_view ndarray has the writable Segment as base: "
+    "`view.flags.writeable = True; view[:] = 9` succeeds and changes the frame every other "
+    "subscriber reads: b = Broadcast(2, 4, 'int32'); s = b.subscribe(); "
+    "b.send(numpy.ones(4, 'int32')); v = s.recv_view().__enter__(); v.flags.writeable = True"))
+def test_a_subscribers_view_cannot_be_made_writable():
+    bc = Broadcast(2, 4, "int32")
+    sub, other = bc.subscribe(), bc.subscribe()
+    bc.send(_frame(bc, 1))
+    try:
+        with sub.recv_view() as view:
+            with pytest.raises(ValueError):
+                view.flags.writeable = True
+            with pytest.raises(ValueError):
+                np.copyto(view, 9)
+    finally:
+        assert _drain(other) == [1]            # nobody changed what the others read
+
+
 def test_writer_send_checks_like_ring():
     bc = Broadcast(4, (2, 3), "float32")
     sub = bc.subscribe()
