@@ -380,6 +380,136 @@ def test_a_second_writer_thread_is_refused_naming_the_holder():
         assert str(os.getpid()) in str(error)
 
 
+def test_one_open_reservation_and_explicit_commit_and_abort():
+    bc = Broadcast(4, 3, "int16")
+    sub = bc.subscribe()
+    res = bc.reserve()
+    with pytest.raises(RuntimeError):
+        bc.reserve(block=False)
+    with res as frame:
+        frame[...] = 5
+        res.commit()
+    for call in (res.commit, res.abort):
+        with pytest.raises(RuntimeError):
+            call()
+    res = bc.reserve()
+    with res as frame:
+        frame[...] = 6
+        res.abort()
+    with pytest.raises(RuntimeError):
+        res.commit()
+    assert not frame.flags.writeable
+    assert _drain(sub) == [5]
+    with bc.reserve() as frame:                # the aborted slot is used again
+        frame[...] = 7
+    assert _drain(sub) == [7]
+
+
+def test_writer_close_in_the_same_process_is_eof_after_the_frames():
+    bc = Broadcast(4, 3, "int32")
+    sub = bc.subscribe()
+    bc.send(_frame(bc, 1))
+    bc.close()
+    bc.close()                                 # twice is fine
+    with pytest.raises(ValueError, match="closed"):
+        bc.send(_frame(bc, 2))
+    with pytest.raises(ValueError, match="closed"):
+        bc.subscribe()
+    assert _value(sub.recv()) == 1             # subscribers made by it stay usable
+    with pytest.raises(EOFError):
+        sub.recv(timeout=PATIENCE)
+
+
+def test_closing_a_subscriber_wakes_its_own_blocked_recv_and_frees_its_entry():
+    bc = Broadcast(2, 3, "int32", max_readers=1)
+    sub = bc.subscribe()
+    bc.send(_frame(bc, 0))                     # this thread is the writer
+    receiver = Call(lambda: (sub.recv(), sub.recv(timeout=PATIENCE)))
+    receiver.start()
+    deadline = time.monotonic() + PATIENCE
+    while sub.qsize():                         # it took frame 0 and waits for the next
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    sub.close()
+    started = time.monotonic()
+    result, error = receiver.outcome(PATIENCE)
+    assert isinstance(error, ValueError), (result, error)
+    assert time.monotonic() - started < 1.0
+    again = bc.subscribe()                     # max_readers=1: the entry is free again
+    bc.send(_frame(bc, 1))
+    assert _drain(again) == [1]
+
+
+def test_waiting_releases_the_gil():
+    bc = Broadcast(2, 2, "int32")
+    sub = bc.subscribe()
+    waiter = Call(lambda: sub.recv(timeout=PATIENCE))
+    waiter.start()
+    deadline = time.monotonic() + 0.2
+    spins = 0
+    while time.monotonic() < deadline:          # the waiter sleeps without the GIL
+        spins += 1
+    assert spins > 10_000
+    bc.send(_frame(bc, 1))
+    result, error = waiter.outcome(PATIENCE)
+    assert error is None and _value(result) == 1
+
+
+def _slow_echo(requests, replies, rounds, subscribed):
+    sub = requests.subscribe()
+    subscribed.set()
+    for _ in range(rounds):
+        with sub.recv_view() as view:
+            value = int(view[0])
+        time.sleep(0.0002)          # longer than the spin: the parent goes to sleep
+        replies.send(np.full(replies.shape, value + 1, replies.dtype))
+
+
+def test_sleeping_subscribers_are_always_woken(procs):
+    # Each round trip makes the parent's subscriber sleep in the futex (the
+    # echo answers after its spin gave up): a lost wake-up costs 50 ms.
+    requests, replies = Broadcast(2, 4, "int64"), Broadcast(2, 4, "int64")
+    answers = replies.subscribe()
+    subscribed = FORK.Event()
+    rounds = 200
+    child = procs.start(FORK, _slow_echo, requests, replies, rounds, subscribed)
+    _wait(subscribed)
+    started = time.monotonic()
+    for i in range(rounds):
+        requests.send(_frame(requests, i))
+        assert _value(answers.recv(timeout=PATIENCE)) == i + 1
+    elapsed = time.monotonic() - started
+    procs.join(child)
+    assert elapsed < rounds * 0.05 / 4, f"{rounds} round trips took {elapsed:.2f} s"
+
+
+def _slow_subscriber(bc, n, subscribed, results):
+    sub = bc.subscribe()
+    subscribed.set()
+    bad = None
+    for i in range(n):
+        if i % 50 == 0:
+            time.sleep(0.0005)      # lets the writer fill up and go to sleep
+        if _value(sub.recv()) != i:
+            bad = f"frame {i}"
+            break
+    results.put(bad or "ok")
+
+
+def test_a_writer_held_back_in_its_sleep_is_woken(procs):
+    bc = Broadcast(4, 8, "int64")
+    subscribed, results = FORK.Event(), FORK.SimpleQueue()
+    n = 4000
+    child = procs.start(FORK, _slow_subscriber, bc, n, subscribed, results)
+    _wait(subscribed)
+    started = time.monotonic()
+    for i in range(n):
+        bc.send(_frame(bc, i), timeout=PATIENCE)
+    assert results.get() == "ok"
+    assert time.monotonic() - started < 5
+    procs.join(child)
+
+
 # -- policy "block" ------------------------------------------------------------------------
 
 def test_block_policy_holds_the_writer_back_for_the_slowest_subscriber():
@@ -453,8 +583,10 @@ def test_a_dead_slow_subscriber_stops_holding_the_writer_back(start_method, proc
     with pytest.raises(queue.Full):
         bc.send(_frame(bc, 2), timeout=0.02)    # the child is alive and reads nothing
     killer = Call(_sigkill, child)     # while this thread waits in send
+    started = time.monotonic()
     killer.start()
     bc.send(_frame(bc, 2), timeout=PATIENCE)
+    assert time.monotonic() - started < 2.0     # noticed within a few wait slices
     assert killer.outcome(PATIENCE) == (None, None)
     for i in range(3, 10):                      # and it no longer counts at all
         bc.send(_frame(bc, i), timeout=PATIENCE)
@@ -508,6 +640,36 @@ def test_skip_counts_are_zero_with_the_block_policy():
         bc.send(_frame(bc, i))
         assert _drain(sub) == [i]
     assert sub.skipped == 0
+
+
+def test_an_abandoned_reservation_is_accounted_for_in_skip_mode():
+    # The abandoned reservation wrote into the slot of frame 0 (the oldest):
+    # frame 0 is lost to a subscriber that had not read it, and counted.
+    bc = Broadcast(2, 3, "int64", policy="skip")
+    sub = bc.subscribe()
+    bc.send(_frame(bc, 0))
+    bc.send(_frame(bc, 1))
+    with pytest.raises(ZeroDivisionError):
+        with bc.reserve() as frame:
+            frame[...] = -1
+            1 / 0
+    bc.send(_frame(bc, 2))
+    got = _drain(sub)
+    assert -1 not in got
+    assert got == sorted(got) and got[-1] == 2
+    assert len(got) + sub.skipped == 3
+
+
+def test_an_abandoned_reservation_costs_nothing_in_block_mode():
+    bc = Broadcast(2, 3, "int64")
+    sub = bc.subscribe()
+    bc.send(_frame(bc, 0))
+    with pytest.raises(ZeroDivisionError):
+        with bc.reserve() as frame:
+            frame[...] = -1
+            1 / 0
+    bc.send(_frame(bc, 1))
+    assert _drain(sub) == [0, 1] and sub.skipped == 0
 
 
 def test_a_view_overwritten_while_held_raises_frame_overwritten_on_release():
@@ -596,6 +758,49 @@ def test_skip_policy_never_returns_a_torn_frame(start_method, procs):
     assert len(received) + sub.skipped == STRESS_FRAMES, (len(received), sub.skipped, torn_views)
     assert sub.skipped >= torn_views
     print(f"received {len(received)}, skipped {sub.skipped}, torn views {torn_views}")
+
+
+def _publish_counting(bc, published, stop):
+    """Frame i is filled with i; `published` counts the sends that returned."""
+    i = 0
+    while not stop.value:
+        bc.send(np.full(bc.shape, i, bc.dtype))
+        i += 1
+        published.value = i
+    bc.close()
+
+
+JOINS = 40
+
+
+@pytest.mark.parametrize("policy", ["block", "skip"])
+def test_subscribers_joining_a_running_stream_start_exactly_where_they_joined(
+        start_method, procs, policy):
+    bc = Broadcast(4, 16, "int64", policy=policy)
+    published, stop = start_method.RawValue("q", 0), start_method.RawValue("b", 0)
+    child = procs.start(start_method, _publish_counting, bc, published, stop)
+    deadline = time.monotonic() + PATIENCE
+    while published.value < 10:
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    for _ in range(JOINS):
+        before = published.value             # frames below this were published before
+        sub = bc.subscribe()
+        after = published.value              # frame after + 1 is sent after subscribe returned
+        first = _value(sub.recv(timeout=PATIENCE))
+        start = first - sub.skipped           # where its cursor began
+        assert before <= start <= after + 1, (before, start, after, sub.skipped)
+        previous = first
+        for _ in range(5):                    # then on, frame after frame
+            got = _value(sub.recv(timeout=PATIENCE))
+            assert got > previous
+            assert got - previous - 1 <= sub.skipped
+            previous = got
+        if policy == "block":
+            assert sub.skipped == 0 and previous == first + 5
+        sub.close()
+    stop.value = 1
+    procs.join(child)
 
 
 # -- EOF ------------------------------------------------------------------------------------
@@ -758,6 +963,9 @@ _BLOCKED_CALLS = {
                         "print('ready', flush=True); sub.recv()"),
     "subscriber_recv_view": ("bc = Broadcast(2, 3); sub = bc.subscribe()\n"
                              "print('ready', flush=True); sub.recv_view()"),
+    "reserve_held_back": ("bc = Broadcast(1, 3); sub = bc.subscribe()\n"
+                          "bc.reserve().commit()\n"
+                          "print('ready', flush=True); bc.reserve()"),
     "send_held_back": ("import numpy\nbc = Broadcast(1, 3); sub = bc.subscribe()\n"
                        "bc.send(numpy.zeros(3, 'f4'))\n"
                        "print('ready', flush=True); bc.send(numpy.zeros(3, 'f4'))"),

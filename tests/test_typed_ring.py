@@ -1207,6 +1207,38 @@ def test_no_descriptor_or_segment_outlives_the_ring(start_method, procs, leak_gu
     leak_guard.check()
 
 
+RECORD = np.dtype([("x", "<f4"), ("y", ">i2"), ("tag", "S3")])
+
+
+def _send_records(ring, n):
+    for i in range(n):
+        frame = np.zeros(ring.shape, ring.dtype)
+        frame["x"], frame["y"], frame["tag"] = i + 0.5, -i, b"ab%d" % (i % 10)
+        ring.send(frame)
+    ring.close()
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_a_structured_dtype_travels_to_a_child_intact(method, procs):
+    ring = Ring(2, (2, 3), RECORD)
+    assert ring.dtype == RECORD and ring.frame_bytes == 6 * RECORD.itemsize
+    child = procs.start(multiprocessing.get_context(method), _send_records, ring, 20)
+    for i in range(20):
+        frame = ring.recv(timeout=PATIENCE)
+        assert frame.dtype == RECORD
+        assert (frame["x"] == i + 0.5).all() and (frame["y"] == -i).all()
+        assert (frame["tag"] == b"ab%d" % (i % 10)).all()
+    with pytest.raises(EOFError):
+        ring.recv(timeout=PATIENCE)
+    procs.join(child)
+
+
+def test_exported_by_fastmp():
+    import fastmp
+    assert fastmp.Ring is Ring
+    assert "Ring" in fastmp.__all__
+
+
 # -- NumPy: lazy, and optional --------------------------------------------------------------------
 
 def _fresh_python(code, tmp_path):
@@ -1225,7 +1257,7 @@ def test_importing_fastmp_does_not_import_numpy(tmp_path):
     out = _fresh_python("""
         import sys
         import fastmp
-        from fastmp import _typed_ring
+        from fastmp import _typed_ring, _broadcast, _frames
         print("after import", "numpy" in sys.modules)
         ring = _typed_ring.Ring(2, 3)
         print("after use", "numpy" in sys.modules)
