@@ -16,6 +16,8 @@ import os
 import pickle
 import queue
 import signal
+import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -593,6 +595,28 @@ def test_a_dead_slow_subscriber_stops_holding_the_writer_back(start_method, proc
         assert _drain(fast) == ([2, i] if i == 3 else [i])
 
 
+def _subscribe_read_and_exit(bc, count, subscribed):
+    sub = bc.subscribe()
+    subscribed.set()
+    for _ in range(count):
+        sub.recv()
+    # returns without closing: multiprocessing ends the process with os._exit
+
+
+def test_a_subscriber_whose_process_exited_stops_holding_the_writer_back(start_method, procs):
+    bc = Broadcast(2, 3, "int64")
+    subscribed = start_method.Event()
+    child = procs.start(start_method, _subscribe_read_and_exit, bc, 1, subscribed)
+    _wait(subscribed)
+    bc.send(_frame(bc, 0))
+    procs.join(child)                          # exited and reaped: not even a zombie
+    started = time.monotonic()
+    for i in range(1, 6):
+        bc.send(_frame(bc, i), timeout=PATIENCE)
+    assert time.monotonic() - started < 2.0
+    assert bc.subscribe() is not None          # its entry is free too
+
+
 # -- policy "skip" ------------------------------------------------------------------------
 
 def test_skip_policy_never_blocks_and_counts_what_a_subscriber_lost():
@@ -954,6 +978,58 @@ def test_no_descriptor_or_segment_outlives_the_broadcast(start_method, procs, le
     results.close()
     del bc, child, subscribed
     leak_guard.check()
+
+
+_BUSY_BUT_NEVER_WAITING = """
+    import sys
+    import numpy as np
+    from fastmp._broadcast import Broadcast
+    for policy in ("block", "skip"):
+        bc = Broadcast(4, 8, "int64", policy=policy)
+        subs = [bc.subscribe() for _ in range(2)]
+        frame = np.zeros(8, np.int64)
+        for i in range(int(sys.argv[1])):
+            bc.send(frame)
+            with bc.reserve() as f:
+                f[0] = i
+            for sub in subs:
+                sub.recv()
+                with sub.recv_view():
+                    pass
+    """
+
+
+def _futex_calls(tmp_path, iterations):
+    """futex system calls of a fresh interpreter running the loop above."""
+    import shutil
+    strace = shutil.which("strace")
+    if strace is None:
+        pytest.skip("strace is not installed")
+    script = tmp_path / "busy.py"
+    script.write_text(textwrap.dedent(_BUSY_BUT_NEVER_WAITING))
+    counts = tmp_path / f"futex-{iterations}.txt"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p),
+               OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    done = subprocess.run([strace, "-f", "-qq", "-c", "-e", "trace=futex", "-o", str(counts),
+                           sys.executable, str(script), str(iterations)],
+                          env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=PATIENCE)
+    if done.returncode != 0 and "ptrace" in done.stderr:
+        pytest.skip(f"strace cannot trace here: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stderr
+    for line in counts.read_text().splitlines():
+        fields = line.split()
+        if fields and fields[-1] == "futex":
+            return int(fields[3])
+    return 0
+
+
+def test_no_futex_calls_while_nobody_sleeps(tmp_path):
+    # Thousands of frames through the broadcast with nobody ever waiting: the
+    # number of futex system calls must not grow with them (no FUTEX_WAKE
+    # when nobody sleeps); a few come from the interpreter and NumPy.
+    few, many = _futex_calls(tmp_path, 10), _futex_calls(tmp_path, 3000)
+    assert many - few < 50, f"futex calls: {few} for 10 rounds, {many} for 3000"
 
 
 # -- Ctrl-C --------------------------------------------------------------------------------------

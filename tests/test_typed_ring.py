@@ -366,6 +366,44 @@ def test_a_recv_view_cannot_be_made_writable():
         _assert_frame(again, ring, 2)
 
 
+def test_stale_reservation_and_frame_objects_do_not_touch_newer_ones():
+    ring = Ring(4, 2, "int32")
+    first = ring.reserve()
+    first.commit()
+    second = ring.reserve()                    # open
+    with pytest.raises(RuntimeError):
+        first.abort()                          # the old one is finished: refused...
+    assert ring.qsize() == 1                   # ...and the new one still open
+    with second as frame:
+        frame[:] = 2
+    assert ring.qsize() == 2
+    old = ring.recv_view()
+    old.release()
+    new = ring.recv_view()
+    old.release()                              # idempotent, and not the new frame's
+    assert ring.qsize() == 1
+    with pytest.raises(RuntimeError):
+        ring.recv_view(block=False)            # the new one is still open
+    with new as view:
+        _assert_frame(view, ring, 2)
+    assert ring.empty()
+
+
+def test_views_outlive_the_ring_handle_safely():
+    import gc
+    ring = Ring(2, 1024, "float64")
+    with ring.reserve() as written:
+        written[:] = 1.5
+    kept = ring.recv_view()
+    with kept as view:
+        pass
+    del ring, kept
+    gc.collect()
+    # The memory stays mapped while a view refers to it (reads only: the
+    # views are dead, not dangling).
+    assert float(written.sum()) == 1536.0 and float(view.sum()) == 1536.0
+
+
 # -- send --------------------------------------------------------------------------------
 
 def test_send_takes_any_strides():
@@ -1082,6 +1120,55 @@ def test_a_writer_killed_inside_reserve_published_nothing(start_method, procs):
             frame[...] = i
         _assert_frame(ring.recv(), ring, i)
     assert ring.empty()
+
+
+_BUSY_BUT_NEVER_WAITING = """
+    import sys
+    import numpy as np
+    from fastmp._typed_ring import Ring
+    ring = Ring(4, 8, "int64")
+    frame = np.zeros(8, np.int64)
+    for i in range(int(sys.argv[1])):
+        ring.send(frame)
+        with ring.reserve() as f:
+            f[0] = i
+        ring.recv()
+        with ring.recv_view():
+            pass
+    """
+
+
+def _futex_calls(tmp_path, iterations):
+    """futex system calls of a fresh interpreter running the loop above."""
+    import shutil
+    strace = shutil.which("strace")
+    if strace is None:
+        pytest.skip("strace is not installed")
+    script = tmp_path / "busy.py"
+    script.write_text(textwrap.dedent(_BUSY_BUT_NEVER_WAITING))
+    counts = tmp_path / f"futex-{iterations}.txt"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p),
+               OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    done = subprocess.run([strace, "-f", "-qq", "-c", "-e", "trace=futex", "-o", str(counts),
+                           sys.executable, str(script), str(iterations)],
+                          env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=PATIENCE)
+    if done.returncode != 0 and "ptrace" in done.stderr:
+        pytest.skip(f"strace cannot trace here: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stderr
+    for line in counts.read_text().splitlines():
+        fields = line.split()
+        if fields and fields[-1] == "futex":
+            return int(fields[3])
+    return 0
+
+
+def test_no_futex_calls_while_nobody_sleeps(tmp_path):
+    # Thousands of frames through the ring with nobody ever waiting: the
+    # number of futex system calls must not grow with them (no FUTEX_WAKE
+    # when nobody sleeps); a few come from the interpreter and NumPy.
+    few, many = _futex_calls(tmp_path, 10), _futex_calls(tmp_path, 3000)
+    assert many - few < 50, f"futex calls: {few} for 10 rounds, {many} for 3000"
 
 
 # -- Ctrl-C ----------------------------------------------------------------------------------------
