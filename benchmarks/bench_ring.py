@@ -58,7 +58,7 @@ from bench_queue import (
     print_preamble, run_arrays, run_scenarios, SMALL_BUFFER,
 )
 from _common import (
-    CTX, BenchmarkFailure, format_ratio, handle_sigterm, markdown_table, percentile,
+    CTX, BenchmarkFailure, handle_sigterm, markdown_table, percentile,
     pin_malloc_thresholds, progress_printer, run_processes,
 )
 
@@ -522,7 +522,7 @@ SCENARIOS = [
         [RingRow("pingpong", ("p50_us", "p99_us"), "us", lower_is_better=True)],
         subjects=subjects("ring_copy", "ring_view", "fastmp_queue", "multiprocessing",
                           "faster_fifo"),
-        min_count=500, max_count=300_000, needs_numpy=True),
+        min_count=500, max_count=200_000, needs_numpy=True),
 ]
 SCENARIOS_BY_NAME = {s.name: s for s in SCENARIOS}
 
@@ -565,6 +565,12 @@ def format_rate(value):
     if value >= 1e3:
         return f"{value / 1e3:.1f} k frames/s"
     return f"{value:.1f} frames/s"
+
+
+def format_ratio(ratio):
+    if ratio is None:
+        return "n/a"
+    return f"{ratio:.1f}x" if ratio < 100 else f"{ratio:,.0f}x"
 
 
 def format_us(value):

@@ -58,14 +58,15 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import multiprocessing.context
+import multiprocessing.queues
 import queue
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Barrier
-from collections.abc import Sequence
-from typing import Any, Literal, NamedTuple, Protocol, cast
+from typing import Any, Literal, NamedTuple, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -139,6 +140,7 @@ class Environment:
     Cheap on purpose: one pass writing the batch."""
 
     def __init__(self, actor: int, workload: Workload) -> None:
+        self.actor = actor
         self.rng = np.random.default_rng(seed=actor)
         self.base: NDArray[np.float32] = self.rng.integers(
             0, PIXEL_MAX + 1, size=workload.frame_shape).astype(np.float32)
@@ -148,12 +150,11 @@ class Environment:
         self.batch = workload.batch
 
     def step(self, step: int, out: NDArray[np.float32]) -> StepReport:
-        """Write one batch of observations into `out`; return its report.
-        (The actor id is filled in by the caller.)"""
+        """Write one batch of observations into `out`; return its report."""
         shift = step % SHIFTS
         np.add(self.base, np.float32(shift), out=out)
         rewards = self.rng.random(self.batch, dtype=np.float32)
-        return StepReport(-1, step, self.base_sum + shift * self.base.size, rewards)
+        return StepReport(self.actor, step, self.base_sum + shift * self.base.size, rewards)
 
 
 class Learner:
@@ -222,7 +223,7 @@ def fastmp_actor(actor: int, workload: Workload, ring: fastmp.Ring,
         # published when the block ends (an exception would abandon it).
         with ring.reserve() as frame:
             report = env.step(step, as_array(frame))
-        reports.put(report._replace(actor=actor))
+        reports.put(report)
     ring.close()
 
 
@@ -280,21 +281,14 @@ def as_array(frame: Any) -> NDArray[np.float32]:
 
 # -- multiprocessing backend (the twin) -------------------------------------------
 
-class MPQueue(Protocol):
-    """The part of multiprocessing.Queue the twin uses."""
-
-    def put(self, obj: Any, block: bool = ..., timeout: float | None = ...) -> None: ...
-    def get(self, block: bool = ..., timeout: float | None = ...) -> Any: ...
-    def close(self) -> None: ...
-    def join_thread(self) -> None: ...
-
-
 class Batch(NamedTuple):
+    """What an actor of the twin sends per batch: everything in one message."""
+
     report: StepReport
     observations: NDArray[np.float32]
 
 
-def multiprocessing_actor(actor: int, workload: Workload, batches: MPQueue,
+def multiprocessing_actor(actor: int, workload: Workload, batches: multiprocessing.queues.Queue[Batch],
                           ready: Barrier) -> None:
     env = Environment(actor, workload)
     ready.wait()
@@ -303,10 +297,10 @@ def multiprocessing_actor(actor: int, workload: Workload, batches: MPQueue,
         # put() has returned, so it must not be overwritten.
         observations = np.empty(workload.frame_shape, dtype=np.float32)
         report = env.step(step, observations)
-        batches.put(Batch(report._replace(actor=actor), observations))
+        batches.put(Batch(report, observations))
 
 
-def multiprocessing_learner(workload: Workload, batches: MPQueue,
+def multiprocessing_learner(workload: Workload, batches: multiprocessing.queues.Queue[Batch],
                             actors: Sequence[BaseProcess]) -> Learner:
     learner = Learner(workload)
     while not learner.done:
@@ -334,7 +328,7 @@ def run_multiprocessing(workload: Workload, start_method: StartMethod) -> tuple[
     ctx = stdlib_context(start_method)
     # Bounded like the rings: at most `slots` batches in flight per actor
     # (unbounded, put() never blocks and actors would pile batches up in memory).
-    batches: MPQueue = ctx.Queue(maxsize=workload.actors * workload.slots)
+    batches: multiprocessing.queues.Queue[Batch] = ctx.Queue(maxsize=workload.actors * workload.slots)
     ready = ctx.Barrier(workload.actors + 1)
     actors = [ctx.Process(target=multiprocessing_actor, args=(i, workload, batches, ready),
                           name=f"actor-{i}")

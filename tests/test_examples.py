@@ -65,8 +65,8 @@ def test_rl_actors_learner_rejects_a_wrong_frame():
     env = rl.Environment(0, workload)
     frame = np.empty(workload.frame_shape, dtype=np.float32)
     learner = rl.Learner(workload)
-    learner.consume(env.step(0, frame)._replace(actor=0), frame)
-    report = env.step(1, frame)._replace(actor=0)
+    learner.consume(env.step(0, frame), frame)
+    report = env.step(1, frame)
     stale = frame.copy()
     stale[1, 2, 0] += 1.0
     with pytest.raises(RuntimeError, match="sum to"):
