@@ -97,9 +97,11 @@ cdef class FramedRing:
     cdef object _copy_body(self, uint64_t pos, record_header* rh)
     cdef object _place(self, uint32_t kind, object body)
     cdef object _claim_side(self, object body)
-    cdef list _prepare_batch(self, object records, uint64_t* need, bint place=*)
+    cdef list _prepare_batch(self, object records, uint64_t* need, bint place=*,
+                             uint64_t* side_need=*)
+    cdef bint _side_room(self, uint64_t side_need) noexcept nogil
     cdef int _put_records(self, list bodies, uint64_t need, int mode, double deadline,
-                          double room_wait) except -1
+                          double room_wait, uint64_t side_need=*) except -1
     cdef object _consume_stream(self, bint discard)
     cdef bint _clear_dead_stream_writer(self) noexcept nogil
     cdef bint _count_allows(self, Py_ssize_t k, bint admitted) noexcept nogil

@@ -207,6 +207,10 @@ cdef class _SideBody(_Body):
     cdef _Lease lease
 
 
+cdef inline uint64_t _side_bytes(object body):
+    return (<_SideBody>body).lease.size if type(body) is _SideBody else 0
+
+
 cdef object _new_body(uint32_t kind, uint64_t length, char** dst):
     """Where a received body goes: bytes, or for writable kinds (out-of-band
     buffers: arrays) a bytearray, or a recycled LargeBuffer when large."""
@@ -647,7 +651,7 @@ cdef class FramedRing:
         if _record_size(length) > self.capacity:
             return self._put_stream(kind, body, length, False, deadline, _room_deadline(room_wait))
         return self._put_records([(kind, body, length)], _record_size(length), MODE_PUT,
-                                 deadline, room_wait)
+                                 deadline, room_wait, _side_bytes(body))
 
     cdef int send(self, uint32_t kind, object body) except -1:
         """put(kind, body) blocking with no deadline, for C callers (a
@@ -664,7 +668,7 @@ cdef class FramedRing:
         if _record_size(length) > self.capacity:
             return self._put_stream(kind, body, length, False, INFINITY, INFINITY)
         return self._put_records([(kind, body, length)], _record_size(length), MODE_PUT,
-                                 INFINITY, INFINITY)
+                                 INFINITY, INFINITY, _side_bytes(body))
 
     cdef bint _try_put_bytes(self, uint32_t kind, bytes body, uint64_t need) except -1:
         """The common send: one small bytes record and room for it right
@@ -701,6 +705,16 @@ cdef class FramedRing:
         self._unlock()
         return True
 
+    cdef bint _side_room(self, uint64_t side_need) noexcept nogil:
+        """Mutex held.  Whether `side_need` more bytes may wait in the side
+        arena for a reader: the ring's capacity bounds the bytes in flight
+        (not yet taken by a reader) in the ring and the arena alike, so a
+        fast producer is held back by a slow consumer as with small
+        messages.  A single message larger than that goes when nothing else
+        waits (as a streamed one does)."""
+        cdef uint64_t queued = self.side.queued_bytes()
+        return queued == 0 or queued + side_need <= self.capacity
+
     cdef object _place(self, uint32_t kind, object body):
         """The body to write for (kind, body): a _SideBody when its
         out-of-band buffers are large enough for the side arena (copied
@@ -728,20 +742,22 @@ cdef class FramedRing:
         """Write a batch of (kind, body) records, all or nothing, under one lock.
         `body` is bytes or a list of contiguous buffers to concatenate."""
         cdef double deadline = deadline_after(timeout, block)
-        cdef uint64_t need = 0
-        cdef list bodies = self._prepare_batch(records, &need)
+        cdef uint64_t need = 0, side_need = 0
+        cdef list bodies = self._prepare_batch(records, &need, True, &side_need)
         if not bodies:
             return PUT_WRITTEN
         if need > self.capacity:
             kind, body, length = bodies[0]
             return self._put_stream(kind, body, length, False, deadline, _room_deadline(room_wait))
-        return self._put_records(bodies, need, MODE_PUT, deadline, room_wait)
+        return self._put_records(bodies, need, MODE_PUT, deadline, room_wait, side_need)
 
-    cdef list _prepare_batch(self, object records, uint64_t* need, bint place=True):
-        """(kind, body, length) triples for a batch, and the bytes it needs;
-        ValueError if the batch can never fit (a single message larger than
-        the ring can: it streams).  place=False: the batch is only counted,
-        so large buffers are not copied to the side arena."""
+    cdef list _prepare_batch(self, object records, uint64_t* need, bint place=True,
+                             uint64_t* side_need=NULL):
+        """(kind, body, length) triples for a batch, the ring bytes it needs
+        and (side_need) the side-arena bytes its large arrays took; ValueError
+        if the batch can never fit (a single message larger than the ring
+        can: it streams).  place=False: the batch is only counted, so large
+        buffers are not copied to the side arena."""
         cdef list bodies = []
         cdef uint64_t length
         cdef Py_ssize_t k
@@ -750,6 +766,8 @@ cdef class FramedRing:
             body = self._place(kind, body) if place else _as_body(body)
             if type(body) is _SideBody:
                 kind = _KIND_SIDE
+                if side_need != NULL:
+                    side_need[0] += _side_bytes(body)
             length = _body_length(body)
             bodies.append((kind, body, length))
             need[0] += _record_size(length)
@@ -768,24 +786,26 @@ cdef class FramedRing:
         Blocks (interruptibly) until there is room: they are already counted.
         A batch larger than the ring goes in several writes."""
         cdef list group = []
-        cdef uint64_t need = 0, length, size
+        cdef uint64_t need = 0, side_need = 0, length, size
         for kind, body in records:
             body = self._place(kind, body)
             if type(body) is _SideBody:
                 kind = _KIND_SIDE
             length = _body_length(body)
             size = _record_size(length)
-            if group and need + size > self.capacity:
-                self._put_records(group, need, MODE_ADMITTED, INFINITY, INFINITY)
+            if group and (need + size > self.capacity or
+                          (side_need and side_need + _side_bytes(body) > self.capacity)):
+                self._put_records(group, need, MODE_ADMITTED, INFINITY, INFINITY, side_need)
                 group = []
-                need = 0
+                need = side_need = 0
             if size > self.capacity:
                 self._put_stream(kind, body, length, True, INFINITY, INFINITY)
                 continue
             group.append((kind, body, length))
             need += size
+            side_need += _side_bytes(body)
         if group:
-            self._put_records(group, need, MODE_ADMITTED, INFINITY, INFINITY)
+            self._put_records(group, need, MODE_ADMITTED, INFINITY, INFINITY, side_need)
 
     def release_admitted(self, Py_ssize_t k):
         """Forget k admitted messages that will never be written (a producer
@@ -811,8 +831,10 @@ cdef class FramedRing:
                                  room_wait)
 
     cdef int _put_records(self, list bodies, uint64_t need, int mode, double deadline,
-                          double room_wait) except -1:
-        """bodies: (kind, body, length) triples, `need` bytes in all.
+                          double room_wait, uint64_t side_need=0) except -1:
+        """bodies: (kind, body, length) triples, `need` bytes in all, whose
+        large arrays hold `side_need` bytes of the side arena (waits, as for
+        ring room, until the side arena has room to queue them: _side_room).
         MODE_PUT: wait up to `deadline` for maxsize to admit them, then up to
         `room_wait` seconds for room, else admit them only (PUT_ADMITTED).
         MODE_ADMITTED: already admitted; wait for room as long as it takes.
@@ -839,7 +861,8 @@ cdef class FramedRing:
                     self._admit_pending(k)
                     return PUT_ADMITTED
                 if counted and self.hdr.stream_writer == STREAM_IDLE and \
-                        self.capacity - (self.hdr.tail - self.hdr.head) >= need:
+                        self.capacity - (self.hdr.tail - self.hdr.head) >= need and \
+                        (side_need == 0 or self._side_room(side_need)):
                     break
                 if self.hdr.stream_writer != STREAM_IDLE:
                     self._clear_dead_stream_writer()

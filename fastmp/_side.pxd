@@ -66,5 +66,6 @@ cdef class SideArena:
     cdef void _forget(self, int index) noexcept
     cdef _Mapping _mapping(self, int index, uint64_t offset, uint64_t size)
     cdef void _trim(self, int freed) noexcept
+    cdef uint64_t queued_bytes(self) noexcept nogil
     cdef object pack(self, list parts)
     cdef object claim(self, object record)

@@ -357,6 +357,15 @@ cdef class SideArena:
         r.size = 0
         fastmp_side_store(&r.owner, fastmp_side_owner(FASTMP_SIDE_EMPTY, 0))
 
+    cdef uint64_t queued_bytes(self) noexcept nogil:
+        """Bytes of regions QUEUED: sent and not yet taken by a reader."""
+        cdef uint64_t queued = 0
+        cdef int i
+        for i in range(FASTMP_SIDE_REGIONS):
+            if _state(fastmp_side_load(&self.hdr.regions[i].owner)) == FASTMP_SIDE_QUEUED:
+                queued += self.hdr.regions[i].size
+        return queued
+
     # -- messages ---------------------------------------------------------
 
     cdef object pack(self, list parts):

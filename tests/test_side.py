@@ -14,11 +14,15 @@ import gc
 import os
 import queue
 import signal
+import time
 
 import pytest
 
 import fastmp
+from conftest import Call
 from fastmp import _side
+from fastmp._message import decode, encode
+from fastmp._ring import PUT_WRITTEN_, FramedRing
 
 np = pytest.importorskip("numpy")
 
@@ -120,6 +124,41 @@ def test_put_that_times_out_gives_its_region_back():
     assert stats["writing"][0] == stats["queued"][0] == stats["held"][0] == 0
 
 
+def wait_for(condition, what):
+    deadline = time.monotonic() + TIMEOUT
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.001)
+
+
+def test_capacity_bounds_the_bytes_waiting_in_the_side_arena():
+    # A put waits for a reader to take what is queued in the side arena
+    # beyond the ring's capacity, as it waits for ring room (a single
+    # message larger than the capacity goes when nothing else waits).
+    ring = FramedRing(64 * 1024)
+    arena = ring.side
+    ring.put(*encode(big(1)))
+    assert arena.stats()["queued"][0] == 1
+    sender = Call(ring.put, *encode(big(2)))
+    sender.start()
+    # Copied into its region, and waiting for the first message to be taken.
+    wait_for(lambda: arena.stats()["writing"][0] == 1 and ring.writers_waiting == 1,
+             "the second put to wait")
+    assert ring.count == 1
+    assert decode(*ring.get(timeout=TIMEOUT))[0] == 1
+    assert sender.outcome() == (PUT_WRITTEN_, None)
+    assert decode(*ring.get(timeout=TIMEOUT))[0] == 2
+
+
+def test_queue_put_on_a_busy_side_arena_buffers_as_on_a_full_ring():
+    q = fastmp.Queue(capacity=64 * 1024)
+    q.put(big(1))
+    q.put(big(2))           # no room for 0.1 s: buffered in this process
+    assert arena_of(q).stats()["queued"][0] == 1
+    assert q.get(timeout=TIMEOUT)[0] == 1
+    assert q.get(timeout=TIMEOUT)[0] == 2
+
+
 def test_many_arrays_kept_alive_fall_back_to_the_ring():
     # Every region entry held by an array the receiver keeps: later messages
     # take the ring's way (two copies), never fail.
@@ -174,7 +213,11 @@ def put_and_exit(q, n):
 
 
 def test_sender_may_exit_right_after_put(start_method, procs, leak_guard):
-    q = fastmp.Queue()
+    # Capacity for all three: with less, a put waits for a reader to take
+    # the earlier ones (the capacity bounds bytes in flight in the side arena
+    # too) and after 0.1 s buffers the message in the producer, as every
+    # put on a full queue does, and a buffered message dies with os._exit.
+    q = fastmp.Queue(capacity=16 * MB)
     child = procs.start(start_method, put_and_exit, q, 3)
     procs.join(child)
     got = [q.get(timeout=TIMEOUT) for _ in range(3)]
