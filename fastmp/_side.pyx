@@ -266,6 +266,7 @@ cdef class SideArena:
         cdef fastmp_side_region* r
         cdef uint64_t owner, best_owner = 0, spare_owner = 0, offset
         cdef int i, best, spare, attempt, rc
+        cdef bint look_at_dead = False
         cdef _Lease lease
         size = _align(size, PAGE)
         for attempt in range(8):
@@ -277,12 +278,19 @@ cdef class SideArena:
                 if _state(owner) == FASTMP_SIDE_EMPTY:
                     if spare < 0 or _state(spare_owner) != FASTMP_SIDE_EMPTY:
                         spare, spare_owner = i, owner
-                elif self._reclaimable(owner, me):
+                elif _state(owner) == FASTMP_SIDE_FREE or (
+                        look_at_dead and self._reclaimable(owner, me)):
                     if _state(owner) != FASTMP_SIDE_BUSY and size <= r.size <= 2 * size:
                         if best < 0 or r.size < self.hdr.regions[best].size:
                             best, best_owner = i, owner
                     elif spare < 0:
                         spare, spare_owner = i, owner
+            if best < 0 and not look_at_dead:
+                # No free region fits.  Before fresh memory, look for regions
+                # of processes that are gone (a /proc check per owner, so
+                # not on the common path, where a freed region fits).
+                look_at_dead = True
+                continue
             if best >= 0:
                 r = &self.hdr.regions[best]
                 if not fastmp_side_cas(&r.owner, best_owner,
