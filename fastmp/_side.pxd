@@ -62,7 +62,7 @@ cdef class SideArena:
 
     cdef bint _reclaimable(self, uint64_t owner, uint32_t me) noexcept nogil
     cdef _Lease _allocate(self, uint64_t size)
-    cdef _Lease _lease(self, int index, uint32_t me)
+    cdef _Lease _lease(self, int index, uint32_t me, uint32_t state=*)
     cdef void _forget(self, int index) noexcept
     cdef _Mapping _mapping(self, int index, uint64_t offset, uint64_t size)
     cdef void _trim(self, int freed) noexcept

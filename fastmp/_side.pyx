@@ -324,13 +324,14 @@ cdef class SideArena:
             return self._lease(spare, me)
         return None
 
-    cdef _Lease _lease(self, int index, uint32_t me):
+    cdef _Lease _lease(self, int index, uint32_t me, uint32_t state=FASTMP_SIDE_WRITING):
+        """A lease on region `index`, which this process now holds in `state`."""
         cdef _Lease lease = _Lease.__new__(_Lease)
         cdef fastmp_side_region* r = &self.hdr.regions[index]
         lease.arena = self
         lease.index = index
         lease.pid = me
-        lease.state = FASTMP_SIDE_WRITING
+        lease.state = state
         lease.generation = r.generation
         lease.offset = r.offset
         lease.size = r.size
@@ -418,7 +419,6 @@ cdef class SideArena:
         cdef uint32_t index, state
         cdef fastmp_side_region* r
         cdef SideMessage message
-        cdef _Lease lease
         oob_length, index, _, generation = _SIDE_HEADER.unpack_from(record, 0)
         if index >= <uint32_t>FASTMP_SIDE_REGIONS:
             raise ValueError("corrupted fastmp side record")
@@ -436,14 +436,7 @@ cdef class SideArena:
                               "after a receiver died while taking it")
             if fastmp_side_cas(&r.owner, owner, fastmp_side_owner(FASTMP_SIDE_HELD, me)):
                 break
-        lease = _Lease.__new__(_Lease)
-        lease.arena = self
-        lease.index = index
-        lease.pid = me
-        lease.state = FASTMP_SIDE_HELD
-        lease.generation = generation
-        lease.offset = r.offset
-        lease.size = r.size
+        lease = self._lease(index, me, FASTMP_SIDE_HELD)
         at = _SIDE_HEADER.size
         (count,) = struct.unpack_from("<Q", record, at)
         message = SideMessage.__new__(SideMessage)
