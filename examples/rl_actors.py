@@ -58,13 +58,13 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import multiprocessing.context
-import multiprocessing.queues
 import queue
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
+from multiprocessing.queues import Queue as StdlibQueue
 from multiprocessing.synchronize import Barrier
 from typing import Any, Literal, NamedTuple, cast
 
@@ -288,7 +288,7 @@ class Batch(NamedTuple):
     observations: NDArray[np.float32]
 
 
-def multiprocessing_actor(actor: int, workload: Workload, batches: multiprocessing.queues.Queue[Batch],
+def multiprocessing_actor(actor: int, workload: Workload, batches: StdlibQueue[Batch],
                           ready: Barrier) -> None:
     env = Environment(actor, workload)
     ready.wait()
@@ -300,7 +300,7 @@ def multiprocessing_actor(actor: int, workload: Workload, batches: multiprocessi
         batches.put(Batch(report, observations))
 
 
-def multiprocessing_learner(workload: Workload, batches: multiprocessing.queues.Queue[Batch],
+def multiprocessing_learner(workload: Workload, batches: StdlibQueue[Batch],
                             actors: Sequence[BaseProcess]) -> Learner:
     learner = Learner(workload)
     while not learner.done:
@@ -328,7 +328,7 @@ def run_multiprocessing(workload: Workload, start_method: StartMethod) -> tuple[
     ctx = stdlib_context(start_method)
     # Bounded like the rings: at most `slots` batches in flight per actor
     # (unbounded, put() never blocks and actors would pile batches up in memory).
-    batches: multiprocessing.queues.Queue[Batch] = ctx.Queue(maxsize=workload.actors * workload.slots)
+    batches: StdlibQueue[Batch] = ctx.Queue(maxsize=workload.actors * workload.slots)
     ready = ctx.Barrier(workload.actors + 1)
     actors = [ctx.Process(target=multiprocessing_actor, args=(i, workload, batches, ready),
                           name=f"actor-{i}")
@@ -415,14 +415,17 @@ def main(argv: list[str] | None = None) -> int:
     which.add_argument("--compare", action="store_true",
                        help="run both backends and compare them (the default)")
     parser.add_argument("--actors", type=positive, default=4, help="actor processes (default 4)")
-    parser.add_argument("--steps", type=positive, default=300, help="batches per actor (default 300)")
-    parser.add_argument("--batch", type=positive, default=32, help="observations per batch (default 32)")
+    parser.add_argument("--steps", type=positive, default=300,
+                        help="batches per actor (default 300)")
+    parser.add_argument("--batch", type=positive, default=32,
+                        help="observations per batch (default 32)")
     parser.add_argument("--obs-shape", type=parse_shape, default=(84, 84),
                         help="shape of one observation, e.g. 84,84 or 4,84,84 (default 84,84)")
     parser.add_argument("--slots", type=positive, default=4,
                         help="fastmp ring slots per actor: batches in flight (default 4)")
-    parser.add_argument("--start-method", choices=multiprocessing.get_all_start_methods(),
-                        default="fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn",
+    methods = multiprocessing.get_all_start_methods()
+    parser.add_argument("--start-method", choices=methods,
+                        default="fork" if "fork" in methods else "spawn",
                         help="how actor processes are started (default fork)")
     args = parser.parse_args(argv)
 
