@@ -13,7 +13,8 @@ pytestmark = pytest.mark.timeout(120)
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
 RL_ACTORS = os.path.join(EXAMPLES, "rl_actors.py")
-TINY = ["--actors", "2", "--steps", "25", "--batch", "3", "--obs-shape", "4,5", "--slots", "2"]
+TINY = ["--actors", "2", "--steps", "25", "--batch", "3", "--obs-shape", "4,5", "--slots", "2",
+        "--repeats", "1"]
 #: "<backend>: ... = N observations ...; B batch checksums match (total T); ..."
 REPORT = re.compile(r"^(fastmp|multiprocessing): .* = ([\d,]+) observations .*; "
                     r"(\d+) batch checksums match \(total (\d+)\)", re.MULTILINE)
