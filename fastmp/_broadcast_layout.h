@@ -63,7 +63,7 @@
  * (seq_cst read-modify-write), (2) reads data_seq, (3) re-checks tail and the
  * writer claim (seq_cst), (4) FUTEX_WAITs for the value read in (2).  The
  * writer (a) stores tail (seq_cst), (b) loads sleepers (seq_cst) and only if
- * non-zero bumps data_seq and wakes everyone.  As in _float_channel_layout.h,
+ * non-zero bumps data_seq and wakes everyone.  As _eventcount.h explains,
  * (1)(2)(3)(a)(b) fall in one total order, so a subscriber whose (3) missed
  * (a) is seen by (b): no lost wake-up, and no FUTEX_WAKE while nobody sleeps.
  * Whoever clears a `sleeping` flag (atomic exchange: exactly once) decrements
@@ -91,6 +91,9 @@
  *   slice, the liveness of every cursor holding it back, frees the entries
  *   of dead processes (zombies count as dead) and goes on; subscribe() also
  *   takes over dead entries.
+ * * A process killed while freeing an entry (between taking it as FREEING
+ *   and storing 0: a few instructions) leaves that entry unusable; the
+ *   table has one subscriber fewer.  Nothing else can be left half-done.
  * * Nothing here is a lock: no crash can leave anyone waiting on a dead
  *   process for longer than one wait slice.
  *
