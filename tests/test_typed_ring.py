@@ -1240,7 +1240,7 @@ def _stream_out(ring, n):
 
 
 def test_frames_from_a_child_arrive_whole_in_order_then_eof(start_method, procs):
-    ring = Ring(8, STREAM_SHAPE, "int64")
+    ring = Ring(5, STREAM_SHAPE, "int64")     # positions wrap at odd places
     child = procs.start(start_method, _stream_out, ring, STREAM_FRAMES)
     out = np.zeros(STREAM_SHAPE, np.int64)
     for i in range(STREAM_FRAMES):
