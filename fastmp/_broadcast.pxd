@@ -40,7 +40,7 @@ cdef extern from "_broadcast_layout.h" nogil:
     fastmp_bc_slot* fastmp_bc_slots(fastmp_bc_header* h)
     uint64_t fastmp_bc_segment_size(uint64_t max_readers, uint64_t slots, uint64_t stride)
     bint fastmp_bc_is_subscriber(uint64_t claim)
-    bint fastmp_bc_subscriber_alive(uint64_t claim)
+    bint fastmp_bc_process_alive(uint64_t claim)
     uint64_t fastmp_bc_tail(const fastmp_bc_header* h)
     void fastmp_bc_begin_frame(uint64_t* seq, uint64_t position)
     void fastmp_bc_publish(fastmp_bc_header* h, uint64_t* seq, uint64_t position)

@@ -345,7 +345,7 @@ cdef class Broadcast(FrameOwner):
         for i in range(self.hdr.max_readers):
             claim = fastmp_claim_load(&cursors[i].claim)
             if (fastmp_bc_is_subscriber(claim) and cursors[i].position < needs
-                    and not fastmp_bc_subscriber_alive(claim)):
+                    and not fastmp_bc_process_alive(claim)):
                 freed += fastmp_bc_free_cursor(self.hdr, &cursors[i], claim)
         return freed
 
@@ -451,8 +451,8 @@ cdef class Broadcast(FrameOwner):
                     if fastmp_bc_take_cursor(&cursors[i], me):
                         index = i
                         break
-                elif attempt == 1 and fastmp_bc_is_subscriber(claim) \
-                        and not fastmp_bc_subscriber_alive(claim):
+                elif attempt == 1 and not fastmp_bc_process_alive(claim):
+                    # A subscriber, or a freer killed mid-free, that is gone.
                     if (fastmp_bc_free_cursor(hdr, &cursors[i], claim)
                             and fastmp_bc_take_cursor(&cursors[i], me)):
                         index = i

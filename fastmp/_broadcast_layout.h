@@ -91,9 +91,9 @@
  *   slice, the liveness of every cursor holding it back, frees the entries
  *   of dead processes (zombies count as dead) and goes on; subscribe() also
  *   takes over dead entries.
- * * A process killed while freeing an entry (between taking it as FREEING
- *   and storing 0: a few instructions) leaves that entry unusable; the
- *   table has one subscriber fewer.  Nothing else can be left half-done.
+ * * A process killed while freeing an entry (between marking it FREEING and
+ *   storing 0: a few instructions) leaves the mark, which names the freer's
+ *   process: subscribe() takes such an entry over once that process is gone.
  * * Nothing here is a lock: no crash can leave anyone waiting on a dead
  *   process for longer than one wait slice.
  *
@@ -111,9 +111,10 @@
 #define FASTMP_BC_POLICY_BLOCK 0
 #define FASTMP_BC_POLICY_SKIP 1
 /* A cursor entry's claim while someone frees it (between winning the entry
- * and clearing its sleeping flag): not a process, not free.  Claims of
- * processes are >= 1 << 32. */
-#define FASTMP_BC_FREEING 1
+ * and clearing its sleeping flag): this bit | (freer's pid << 32) | pid.
+ * Neither free nor a subscriber; taken over if the freer is gone.  (Pids are
+ * below 2^22, so no subscriber claim has this bit.) */
+#define FASTMP_BC_FREEING (1ULL << 63)
 
 typedef struct {
     /* line 0: written once by the creator, read-only afterwards */
@@ -143,7 +144,7 @@ typedef struct {
 } fastmp_bc_header;
 
 /* One subscriber.  claim: (pid << 32) | tid of the thread that subscribed,
- * 0 = free, FASTMP_BC_FREEING.  Liveness is the process's: a Subscriber is
+ * 0 = free, or FASTMP_BC_FREEING | freer.  Liveness is the process's: a Subscriber is
  * a per-process handle any of its threads may use. */
 typedef struct {
     _Alignas(64) uint64_t claim;
@@ -173,13 +174,16 @@ static inline uint64_t fastmp_bc_segment_size(uint64_t max_readers, uint64_t slo
            + slots * (sizeof(fastmp_bc_slot) + stride);
 }
 /* A claimed cursor (a subscriber, live or not). */
-static inline int fastmp_bc_is_subscriber(uint64_t claim) { return claim >> 32 != 0; }
+static inline int fastmp_bc_is_subscriber(uint64_t claim) {
+    return claim != 0 && !(claim & FASTMP_BC_FREEING);
+}
 
-/* 0 if the process of a subscriber's claim is gone (zombies included): its
- * thread-group leader's task is, since the handle belongs to the process and
- * not to the thread that subscribed. */
-static inline int fastmp_bc_subscriber_alive(uint64_t claim) {
-    return fastmp_claim_holder_alive((claim & 0xffffffff00000000ULL) | (claim >> 32));
+/* 0 if the process named by a subscriber's claim (or a FREEING mark) is gone
+ * (zombies included): its thread-group leader's task is checked, since the
+ * handle belongs to the process, not to the thread that subscribed. */
+static inline int fastmp_bc_process_alive(uint64_t claim) {
+    uint64_t pid = (claim & ~FASTMP_BC_FREEING) >> 32;
+    return fastmp_claim_holder_alive((pid << 32) | pid);
 }
 
 /* Frames published so far: acquire, so the frames below it are seen whole. */
@@ -275,14 +279,15 @@ static inline int fastmp_bc_take_cursor(fastmp_bc_cursor *c, uint64_t me) {
 }
 
 /* Free an entry whose holder was `claim` (closed, or found dead): 1 if this
- * call freed it.  The entry is FREEING while its sleeping flag is cleared,
- * so a new subscriber cannot take it and announce a sleep that the clearing
- * would then retract.  (A freer killed in between leaves the entry unusable:
- * a window of a few instructions.)  A waiting writer is woken: this cursor
+ * call freed it (`claim` may also be the FREEING mark of a dead freer).  The
+ * entry is FREEING while its sleeping flag is cleared, so a new subscriber
+ * cannot take it and announce a sleep that the clearing would then retract.
+ * A waiting writer is woken: this cursor
  * no longer holds it back. */
 static inline int fastmp_bc_free_cursor(fastmp_bc_header *h, fastmp_bc_cursor *c,
                                         uint64_t claim) {
-    if (!fastmp_claim_cas(&c->claim, claim, FASTMP_BC_FREEING))
+    uint64_t pid = (uint64_t)(uint32_t)getpid();
+    if (!fastmp_claim_cas(&c->claim, claim, FASTMP_BC_FREEING | (pid << 32) | pid))
         return 0;
     fastmp_bc_clear_sleeping(h, c);
     __atomic_store_n(&c->claim, 0, __ATOMIC_SEQ_CST);
