@@ -617,6 +617,29 @@ def test_a_subscriber_whose_process_exited_stops_holding_the_writer_back(start_m
     assert bc.subscribe() is not None          # its entry is free too
 
 
+def _publish_n(bc, n, subscribed):
+    _wait(subscribed)
+    for i in range(n):
+        bc.send(np.full(bc.shape, i, bc.dtype))
+
+
+def test_releasing_a_view_wakes_a_writer_held_back_in_its_sleep(procs):
+    bc = Broadcast(1, 8, "int64")
+    sub = bc.subscribe()
+    subscribed = FORK.Event()
+    rounds = 150
+    child = procs.start(FORK, _publish_n, bc, rounds, subscribed)
+    subscribed.set()
+    started = time.monotonic()
+    for i in range(rounds):
+        with sub.recv_view(timeout=PATIENCE) as view:
+            assert _value(view) == i
+            time.sleep(0.0002)         # the writer, held back, goes to sleep
+    elapsed = time.monotonic() - started
+    procs.join(child)
+    assert elapsed < rounds * 0.05 / 4, f"{rounds} frames took {elapsed:.2f} s"
+
+
 # -- policy "skip" ------------------------------------------------------------------------
 
 def test_skip_policy_never_blocks_and_counts_what_a_subscriber_lost():
@@ -825,6 +848,38 @@ def test_subscribers_joining_a_running_stream_start_exactly_where_they_joined(
         sub.close()
     stop.value = 1
     procs.join(child)
+
+
+def _publish_forever(bc, subscribed):
+    _wait(subscribed)
+    i = 0
+    while True:
+        if i % 2:
+            bc.send(np.full(bc.shape, i, bc.dtype))
+        else:
+            with bc.reserve() as frame:
+                frame[...] = i
+        i += 1
+
+
+@pytest.mark.parametrize("policy", ["block", "skip"])
+def test_a_writer_killed_mid_stream_leaves_only_whole_frames(procs, policy):
+    bc = Broadcast(3, (256, 512), "int32", policy=policy)
+    sub = bc.subscribe()
+    subscribed = FORK.Event()
+    child = procs.start(FORK, _publish_forever, bc, subscribed)
+    subscribed.set()
+    received = [_value(sub.recv(timeout=PATIENCE)) for _ in range(5)]
+    _sigkill(child)
+    while True:
+        try:
+            received.append(_value(sub.recv(timeout=PATIENCE)))
+        except EOFError:
+            break
+    assert received == sorted(set(received))
+    assert len(received) + sub.skipped == received[-1] + 1     # nothing unaccounted for
+    if policy == "block":
+        assert received == list(range(len(received)))
 
 
 # -- EOF ------------------------------------------------------------------------------------

@@ -908,6 +908,27 @@ def test_a_writer_sleeping_on_a_full_ring_is_woken(procs):
     procs.join(child)
 
 
+def _stream_n(ring, n):
+    for i in range(n):
+        ring.send(np.full(ring.shape, i, ring.dtype))
+
+
+def test_releasing_a_view_wakes_a_sleeping_writer(procs):
+    # The writer finds the one slot held by a view for longer than its spin
+    # and sleeps; each release must wake it (a lost wake-up costs 50 ms).
+    ring = Ring(1, 8, "int64")
+    rounds = 150
+    child = procs.start(FORK, _stream_n, ring, rounds)
+    started = time.monotonic()
+    for i in range(rounds):
+        with ring.recv_view(timeout=PATIENCE) as view:
+            _assert_frame(view, ring, i)
+            time.sleep(0.0002)
+    elapsed = time.monotonic() - started
+    procs.join(child)
+    assert elapsed < rounds * 0.05 / 4, f"{rounds} frames took {elapsed:.2f} s"
+
+
 # -- close -------------------------------------------------------------------------------------
 
 def test_a_closed_handle_refuses_everything():
@@ -1297,6 +1318,37 @@ def test_large_frames_cross_intact(procs):
         with ring.recv_view(timeout=PATIENCE) as view:
             _assert_frame(view, ring, i)
     procs.join(child)
+
+
+def _stream_forever(ring):
+    i = 0
+    while True:
+        if i % 2:
+            ring.send(np.full(ring.shape, i, ring.dtype))
+        else:
+            with ring.reserve() as frame:
+                frame[...] = i
+        i += 1
+
+
+@pytest.mark.parametrize("kill_after", [1, 5, 17])
+def test_a_writer_killed_mid_stream_leaves_only_whole_frames(procs, kill_after):
+    # Wherever the SIGKILL lands (between frames, inside a copy or a
+    # reservation), the reader gets whole consecutive frames, then EOF.
+    ring = Ring(3, (256, 512), "int32")        # 512 KiB frames: long copies
+    child = procs.start(FORK, _stream_forever, ring)
+    for i in range(kill_after):
+        _assert_frame(ring.recv(timeout=PATIENCE), ring, i)
+    _sigkill(child)
+    i = kill_after
+    while True:
+        try:
+            frame = ring.recv(timeout=PATIENCE)
+        except EOFError:
+            break
+        _assert_frame(frame, ring, i)
+        i += 1
+    assert i <= kill_after + 3 + 1              # at most what the ring held, and one in flight
 
 
 def test_no_descriptor_or_segment_outlives_the_ring(start_method, procs, leak_guard):
