@@ -506,6 +506,10 @@ cdef class ViewCache:
                     (<object>cached).flags.writeable = True
                 return <object>cached
         offset = self.base + slot * spec.stride
+        # (None cached, or someone still holds the old one - e.g. the name a
+        # `with ... as frame:` left bound: a new ndarray over the slot; the
+        # old one stays dead.  Not old.view(): its base would be the old
+        # array, and a loop would build an ever longer chain.)
         view = spec.np.ndarray(spec.shape, spec.dtype, self.mv, offset)
         if self.writable:
             self.poke = _ndarray_layout_ok(view, self.segment.addr + offset, spec.ndim)
