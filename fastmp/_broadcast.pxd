@@ -86,6 +86,7 @@ cdef class Broadcast(FrameOwner):
                                double deadline) noexcept nogil
     cdef int _wait_room(self, uint64_t tail, double deadline) except -1
     cdef int _free_dead(self, uint64_t needs) except -1
+    cdef int _after_publish(self) except -1
     cdef int _release(self) noexcept
 
 

@@ -336,18 +336,33 @@ cdef class Broadcast(FrameOwner):
                 raise ValueError(f"{self!r} is closed")
 
     cdef int _free_dead(self, uint64_t needs) except -1:
-        """Free the entries of the subscribers behind `needs` whose process
-        is gone: how many."""
+        """Free the entries of the subscribers behind `needs`, or (needs 0)
+        announced asleep, whose process is gone: how many."""
         cdef fastmp_bc_cursor* cursors = fastmp_bc_cursors(self.hdr)
         cdef uint64_t claim
         cdef uint32_t i
         cdef int freed = 0
         for i in range(self.hdr.max_readers):
             claim = fastmp_claim_load(&cursors[i].claim)
-            if (fastmp_bc_is_subscriber(claim) and cursors[i].position < needs
-                    and not fastmp_bc_process_alive(claim)):
+            if not fastmp_bc_is_subscriber(claim):
+                continue
+            if needs == 0 and not cursors[i].sleeping or needs and cursors[i].position >= needs:
+                continue
+            if not fastmp_bc_process_alive(claim):
                 freed += fastmp_bc_free_cursor(self.hdr, &cursors[i], claim)
         return freed
+
+    cdef int _after_publish(self) except -1:
+        """Someone is counted asleep (the publication just woke them): at
+        most once per WAIT_SLICE, free the entries of sleepers whose process
+        is gone, so a subscriber killed asleep does not cost every later
+        publication a FUTEX_WAKE (policy "skip" never waits, so nothing else
+        would notice it)."""
+        cdef double now = monotonic()
+        if now >= self.next_liveness_check:
+            self.next_liveness_check = now + WAIT_SLICE
+            self._free_dead(0)
+        return 0
 
     # -- writer API ---------------------------------------------------------------
 
@@ -388,6 +403,8 @@ cdef class Broadcast(FrameOwner):
                     raise RuntimeError("this Broadcast handle is no longer the writer: "
                                        "the frame was not published")
                 fastmp_bc_publish(self.hdr, &self.seqs[r.slot].seq, r.position)
+                if self.hdr.sleepers:
+                    self._after_publish()
         finally:
             done_reservation(r)
         return 0
@@ -413,6 +430,8 @@ cdef class Broadcast(FrameOwner):
             fastmp_bc_begin_frame(&self.seqs[slot].seq, tail)
             frame_from_buffer(self.frames + slot * self.stride, &view, self.spec.frame_bytes)
             fastmp_bc_publish(self.hdr, &self.seqs[slot].seq, tail)
+            if self.hdr.sleepers:
+                self._after_publish()
         finally:
             PyBuffer_Release(&view)
 

@@ -69,7 +69,7 @@
  * Whoever clears a `sleeping` flag (atomic exchange: exactly once) decrements
  * `sleepers`: the subscriber itself after its wait, or whoever frees the
  * entry of a subscriber that died asleep - so a crash does not leave the
- * writer paying a FUTEX_WAKE per frame forever.
+ * writer paying a FUTEX_WAKE per frame forever (see below).
  *
  * The writer (policy "block") sleeps on `room_seq`: (1) writer_needs = the
  * position every live cursor must reach (t+1-slots >= 1; 0 = not waiting),
@@ -90,7 +90,10 @@
  *   where it was; the writer (block) checks, at least once per 50 ms wait
  *   slice, the liveness of every cursor holding it back, frees the entries
  *   of dead processes (zombies count as dead) and goes on; subscribe() also
- *   takes over dead entries.
+ *   takes over dead entries.  One killed asleep still counts in `sleepers`:
+ *   a writer whose publication finds sleepers checks, at most once per wait
+ *   slice, which of them are dead and frees their entries (which retracts
+ *   them), so the FUTEX_WAKEs stop even under "skip", where it never waits.
  * * A process killed while freeing an entry (between marking it FREEING and
  *   storing 0: a few instructions) leaves the mark, which names the freer's
  *   process: subscribe() takes such an entry over once that process is gone.
