@@ -21,7 +21,8 @@ objects are reused the same way.
 
 cimport cython
 from cpython.buffer cimport (
-    PyBUF_RECORDS, PyBUF_RECORDS_RO, PyBUF_WRITABLE, PyBuffer_FromContiguous,
+    PyBuffer_FillInfo,
+    PyBUF_FORMAT, PyBUF_STRIDES, PyBUF_WRITABLE, PyBuffer_FromContiguous,
     PyBuffer_IsContiguous, PyBuffer_Release, PyBuffer_ToContiguous, PyObject_CheckBuffer,
     PyObject_GetBuffer,
 )
@@ -150,7 +151,13 @@ cpdef FrameSpec frame_spec(object shape, object dtype):
                                  f"{len(dims)} (with the dtype's own)")
         spec.dtype = dt
         spec.itemsize = dt.itemsize
-        spec.fmt = memoryview(np.empty(0, dt)).format.encode("ascii")
+        try:
+            spec.fmt = memoryview(np.empty(0, dt)).format.encode("ascii")
+        except (ValueError, TypeError, BufferError):
+            # datetime64 / timedelta64 (alone or in records): NumPy has no
+            # buffer format for them.  Buffers are then asked for without
+            # one, and dtypes compared as NumPy dtypes.
+            spec.fmt = b""
     else:
         if not isinstance(dtype, str):
             raise TypeError(f"without NumPy, dtype must be a struct typecode among "
@@ -239,9 +246,7 @@ cdef class FrameSpec:
     cdef object new_view(self, Segment segment, Py_ssize_t offset, bint writable):
         cdef _FrameBuffer exporter
         if self.numpy:
-            mv = memoryview(segment)
-            if not writable:
-                mv = mv.toreadonly()
+            mv = memoryview(segment) if writable else _read_only(segment)
             return self.np.ndarray(self.shape, self.dtype, mv, offset)
         exporter = _FrameBuffer.__new__(_FrameBuffer)
         exporter.spec = self
@@ -255,14 +260,19 @@ cdef class FrameSpec:
     cdef int _check(self, object obj, Py_buffer* view, str what, bint out) except -1:
         """`view` holds a buffer of obj of the frame's shape and dtype, or an
         exception is raised (and no buffer held)."""
-        cdef int i
+        cdef int i, flags
         cdef bint shape_ok
         if not PyObject_CheckBuffer(obj):
             raise TypeError(f"{what} needs a {'writable ' if out else ''}"
                             f"{'NumPy array or ' if self.numpy else ''}buffer of "
                             f"{self.describe()}, not {type(obj).__name__}")
+        flags = PyBUF_STRIDES
+        if out:
+            flags |= PyBUF_WRITABLE
+        if self.fmt:
+            flags |= PyBUF_FORMAT
         try:
-            PyObject_GetBuffer(obj, view, PyBUF_RECORDS if out else PyBUF_RECORDS_RO)
+            PyObject_GetBuffer(obj, view, flags)
         except (BufferError, ValueError, TypeError) as exc:
             if out:
                 raise ValueError(f"{what} needs a writable buffer of {self.describe()}: "
@@ -465,6 +475,27 @@ cdef bint _ndarray_layout_ok(object arr, char* data, int ndim) except -1:
     return ok and _layout_ok
 
 
+@cython.final
+cdef class _ReadOnlySegment:
+    """A segment's memory as a buffer that refuses writable requests: the
+    base of read-only ndarrays, which then cannot be made writable."""
+    cdef Segment segment
+
+    def __getbuffer__(self, Py_buffer* view, int flags):
+        if flags & PyBUF_WRITABLE:
+            raise BufferError("a received frame is read-only")
+        PyBuffer_FillInfo(view, self, self.segment.addr, self.segment.size, 1, flags)
+
+    def __releasebuffer__(self, Py_buffer* view):
+        pass
+
+
+cdef object _read_only(Segment segment):
+    cdef _ReadOnlySegment ro = _ReadOnlySegment.__new__(_ReadOnlySegment)
+    ro.segment = segment
+    return ro
+
+
 # -- a view per slot --------------------------------------------------------------
 
 @cython.final
@@ -482,7 +513,11 @@ cdef class ViewCache:
         self.mv = None
         self.poke = False
         if spec.numpy:
-            self.mv = memoryview(segment) if writable else memoryview(segment).toreadonly()
+            # The ndarrays' base.  NumPy lets anyone set writeable=True on
+            # an array whose base exports a writable buffer (and unwraps a
+            # memoryview to the object under it), so read-only views get a
+            # base that refuses writable buffers.
+            self.mv = memoryview(segment) if writable else _read_only(segment)
 
     cdef object take(self, Py_ssize_t slot):
         cdef PyObject* cached
