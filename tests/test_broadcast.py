@@ -512,6 +512,39 @@ def test_a_writer_held_back_in_its_sleep_is_woken(procs):
     procs.join(child)
 
 
+@pytest.mark.parametrize("policy", ["block", "skip"])
+def test_no_python_memory_grows_per_frame(policy):
+    import gc
+    import tracemalloc
+    bc = Broadcast(4, 8, "int64", policy=policy)
+    subs = [bc.subscribe(), bc.subscribe()]
+    out = np.zeros(8, np.int64)
+
+    def rounds(n):
+        for i in range(n):
+            bc.send(_frame(bc, i))
+            with bc.reserve() as view:
+                view[...] = i
+            bc.send(_frame(bc, i))
+            for sub in subs:
+                sub.recv(block=False)
+                sub.recv_into(out, block=False)
+                with sub.recv_view(block=False):
+                    pass
+
+    rounds(100)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        rounds(3000)
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 16 * 1024, f"{grown} bytes more after 3000 rounds"
+
+
 # -- policy "block" ------------------------------------------------------------------------
 
 def test_block_policy_holds_the_writer_back_for_the_slowest_subscriber():

@@ -689,6 +689,37 @@ def test_wrap_around_keeps_every_frame_in_order():
     assert sent == received > 500
 
 
+def _every_call(ring, out, rounds):
+    frame = np.zeros(ring.shape, ring.dtype)
+    for i in range(rounds):
+        ring.send(frame)
+        with ring.reserve() as view:
+            view[0] = i
+        res = ring.reserve()
+        res.commit()
+        ring.recv()
+        ring.recv_into(out)
+        with ring.recv_view():
+            pass
+
+
+def test_no_python_memory_grows_per_frame():
+    import gc
+    import tracemalloc
+    ring, out = Ring(4, 8, "int64"), np.zeros(8, np.int64)
+    _every_call(ring, out, 100)                # caches warm
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        _every_call(ring, out, 5000)
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 16 * 1024, f"{grown} bytes more after 5000 rounds"
+
+
 # -- one writer, one reader ---------------------------------------------------------------
 
 def test_a_second_writer_thread_is_refused_naming_the_holder():
