@@ -21,6 +21,7 @@ import sys
 import textwrap
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -149,6 +150,42 @@ def test_frame_overwritten_is_a_buffer_error_exported_by_fastmp():
     assert issubclass(fastmp.FrameOverwritten, BufferError)
     assert fastmp.Broadcast is Broadcast
     assert {"Ring", "Broadcast", "FrameOverwritten"} <= set(fastmp.__all__)
+
+
+def _stub_members(stub, cls):
+    """Public names the .pyi stub gives class `cls`."""
+    import ast
+    tree = ast.parse((Path(fastmp.__file__).parent / stub).read_text())
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == cls:
+            return {item.name for item in node.body if isinstance(item, ast.FunctionDef)
+                    if not item.name.startswith("_") or item.name in ("__enter__", "__exit__")}
+    raise AssertionError(f"{stub} has no class {cls}")
+
+
+def _public(obj):
+    return {name for name in dir(obj) if not name.startswith("_")}
+
+
+@pytest.mark.parametrize("stub, cls, runtime", [
+    ("_broadcast.pyi", "Broadcast", lambda: Broadcast),
+    ("_broadcast.pyi", "Subscriber", lambda: type(Broadcast(1, 1).subscribe())),
+    ("_typed_ring.pyi", "Ring", lambda: fastmp.Ring),
+    ("_frames.pyi", "Reservation", lambda: type(fastmp.Ring(1, 1).reserve())),
+    ("_frames.pyi", "Frame", lambda: type(_sent_ring().recv_view())),
+])
+def test_stubs_name_what_the_classes_have(stub, cls, runtime):
+    runtime = runtime()
+    stubbed = _stub_members(stub, cls)
+    assert _public(runtime) == {n for n in stubbed if not n.startswith("_")}
+    for dunder in ("__enter__", "__exit__"):
+        assert (dunder in stubbed) == hasattr(runtime, dunder)
+
+
+def _sent_ring():
+    ring = fastmp.Ring(1, 1)
+    ring.send(np.zeros(1, np.float32))
+    return ring
 
 
 # -- subscribers and cursors -------------------------------------------------------------
