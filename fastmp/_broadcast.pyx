@@ -143,16 +143,19 @@ cdef class Broadcast(FrameOwner):
         cdef uint64_t nslots, readers, size
         if self.hdr != NULL:
             raise RuntimeError("Broadcast.__init__ called twice")
-        nslots = _count(slots, "slots")
-        readers = _count(max_readers, "max_readers")
-        if readers > MAX_READERS:
+        slots = _count(slots, "slots")
+        max_readers = _count(max_readers, "max_readers")
+        if max_readers > MAX_READERS:
             raise ValueError(f"max_readers must be at most {MAX_READERS}, got {max_readers}")
         if policy != "block" and policy != "skip":
             raise ValueError(f"policy must be 'block' or 'skip', not {policy!r}")
         spec = frame_spec(shape, dtype)
-        if nslots > _PHYSICAL_MEMORY // <uint64_t>spec.stride:
-            raise ValueError(f"{nslots} frames of {spec.frame_bytes} bytes are more than this "
+        # In Python ints: `slots` may be any size here.
+        if slots > _PHYSICAL_MEMORY // spec.stride:
+            raise ValueError(f"{slots} frames of {spec.frame_bytes} bytes are more than this "
                              f"machine's memory ({_PHYSICAL_MEMORY} bytes)")
+        nslots = slots
+        readers = max_readers
         size = fastmp_bc_segment_size(readers, nslots, spec.stride)
         if size > _PHYSICAL_MEMORY:
             raise ValueError(f"a Broadcast of {size} bytes is more than this machine's "
