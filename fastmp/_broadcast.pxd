@@ -70,7 +70,7 @@ cdef class Broadcast(FrameOwner):
     # Writer side, local to this handle: the role it holds (_claims.h), a
     # lower bound of the slowest claimed cursor (policy "block"), the
     # writable views and the reusable Reservation, and when the liveness of
-    # the subscribers holding it back is next checked.
+    # the subscribers holding it back (or counted asleep) is next checked.
     cdef fastmp_role writer
     cdef uint64_t cached_low
     cdef ViewCache wviews
@@ -91,8 +91,9 @@ cdef class Broadcast(FrameOwner):
 
 
 cdef class Subscriber(FrameOwner):
-    cdef Broadcast bc                   # keeps the segment mapped
-    cdef Segment segment
+    # No reference to the Broadcast handle: dropping that handle closes its
+    # writer role (EOF for subscribers) even while subscribers live on.
+    cdef Segment segment                # keeps the memory mapped
     cdef fastmp_bc_header* hdr
     cdef fastmp_bc_cursor* cur
     cdef fastmp_bc_slot* seqs

@@ -502,7 +502,6 @@ cdef class Broadcast(FrameOwner):
             self.rviews = ViewCache(self.spec, self.segment, hdr.frames_offset, self.nslots,
                                     False)
         sub = Subscriber.__new__(Subscriber)
-        sub.bc = self
         sub.segment = self.segment
         sub.hdr = hdr
         sub.cur = c
