@@ -1132,14 +1132,15 @@ _BUSY_BUT_NEVER_WAITING = """
     """
 
 
-def _futex_calls(tmp_path, iterations):
-    """futex system calls of a fresh interpreter running the loop above."""
+def _futex_calls(tmp_path, iterations, script_text=None):
+    """futex system calls of a fresh interpreter running the loop above (or
+    `script_text`) with `iterations` as its argument."""
     import shutil
     strace = shutil.which("strace")
     if strace is None:
         pytest.skip("strace is not installed")
     script = tmp_path / "busy.py"
-    script.write_text(textwrap.dedent(_BUSY_BUT_NEVER_WAITING))
+    script.write_text(textwrap.dedent(script_text or _BUSY_BUT_NEVER_WAITING))
     counts = tmp_path / f"futex-{iterations}.txt"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p),
                OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
@@ -1163,6 +1164,47 @@ def test_no_futex_calls_while_nobody_sleeps(tmp_path):
     # when nobody sleeps); a few come from the interpreter and NumPy.
     few, many = _futex_calls(tmp_path, 10), _futex_calls(tmp_path, 3000)
     assert many - few < 50, f"futex calls: {few} for 10 rounds, {many} for 3000"
+
+
+_AFTER_A_SLEEPER_DIED = """
+    import multiprocessing, os, signal, sys, time
+    import numpy as np
+    from fastmp._broadcast import Broadcast
+
+    def asleep(pid):
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with open(f"/proc/{pid}/stat") as stat:
+                if stat.read().rsplit(")", 1)[1].split()[0] == "S":
+                    with open(f"/proc/{pid}/wchan") as wchan:
+                        if "futex" in wchan.read():
+                            return
+            time.sleep(0.005)
+        raise SystemExit("the subscriber never slept")
+
+    def subscriber(bc, w):
+        sub = bc.subscribe()
+        os.write(w, b"s")
+        sub.recv()                       # sleeps in the futex until killed
+
+    bc = Broadcast(4, 8, "int64", policy="skip")
+    r, w = os.pipe()
+    child = multiprocessing.get_context("fork").Process(target=subscriber, args=(bc, w))
+    child.start()
+    os.read(r, 1)
+    asleep(child.pid)
+    os.kill(child.pid, signal.SIGKILL)
+    child.join()
+    frame = np.zeros(8, np.int64)
+    for i in range(int(sys.argv[1])):
+        bc.send(frame)
+    """
+
+
+def test_a_subscriber_killed_asleep_does_not_cost_every_later_frame_a_wake(tmp_path):
+    few = _futex_calls(tmp_path, 10, _AFTER_A_SLEEPER_DIED)
+    many = _futex_calls(tmp_path, 3000, _AFTER_A_SLEEPER_DIED)
+    assert many - few < 50, f"futex calls: {few} for 10 frames, {many} for 3000"
 
 
 # -- Ctrl-C ---------------------------------------------------------------------------------------
