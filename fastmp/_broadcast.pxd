@@ -20,6 +20,7 @@ cdef extern from "_broadcast_layout.h" nogil:
         uint64_t frames_offset
         uint32_t max_readers
         uint64_t writer_claim
+        uint32_t entries_used
         uint64_t tail
         uint32_t data_seq
         uint32_t sleepers
@@ -40,6 +41,8 @@ cdef extern from "_broadcast_layout.h" nogil:
     fastmp_bc_slot* fastmp_bc_slots(fastmp_bc_header* h)
     uint64_t fastmp_bc_segment_size(uint64_t max_readers, uint64_t slots, uint64_t stride)
     bint fastmp_bc_is_subscriber(uint64_t claim)
+    uint32_t fastmp_bc_entries_used(fastmp_bc_header* h)
+    void fastmp_bc_use_entry(fastmp_bc_header* h, uint32_t index)
     bint fastmp_bc_process_alive(uint64_t claim)
     uint64_t fastmp_bc_tail(const fastmp_bc_header* h)
     void fastmp_bc_begin_frame(uint64_t* seq, uint64_t position)

@@ -345,7 +345,7 @@ cdef class Broadcast(FrameOwner):
         cdef uint64_t claim
         cdef uint32_t i
         cdef int freed = 0
-        for i in range(self.hdr.max_readers):
+        for i in range(fastmp_bc_entries_used(self.hdr)):
             claim = fastmp_claim_load(&cursors[i].claim)
             if not fastmp_bc_is_subscriber(claim):
                 continue
@@ -486,6 +486,7 @@ cdef class Broadcast(FrameOwner):
                                f"are held by live subscribers (max_readers="
                                f"{hdr.max_readers})")
         c = &cursors[index]
+        fastmp_bc_use_entry(hdr, index)
         # Start at the tail; until the tail stands still between our store
         # and our re-read, a frame published meanwhile was published before
         # subscribe() returned: move past it.

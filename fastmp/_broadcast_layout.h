@@ -16,7 +16,8 @@
  *
  * Cache lines, by who writes them:
  *   header 0  config          creator, once; read-only afterwards
- *   header 1  writer claim    the writer, rarely (claim, close)
+ *   header 1  writer claim    the writer, rarely (claim, close); and
+ *             entries_used    subscribe(), rarely (a new highest entry)
  *   header 2  tail            the writer, on every publication
  *   header 3  data wake-up    subscribers (sleepers count, around a sleep)
  *                             and the writer (sequence bump, only if someone
@@ -130,8 +131,12 @@ typedef struct {
     uint64_t frames_offset;     /* offset of frame 0 from the segment start */
     uint32_t max_readers;       /* entries in the cursor table */
 
-    /* line 1: who may publish (a claim word, _claims.h) */
+    /* line 1: who may publish (a claim word, _claims.h), and how much of
+     * the cursor table has ever been used (entries below it may be claimed;
+     * the writer scans only those, so a large max_readers costs nothing
+     * until it is used).  Both change rarely. */
     _Alignas(64) uint64_t writer_claim;
+    uint32_t entries_used;
 
     /* line 2: writer-owned: frames published since creation */
     _Alignas(64) uint64_t tail;
@@ -212,12 +217,31 @@ static inline void fastmp_bc_publish(fastmp_bc_header *h, uint64_t *seq, uint64_
     fastmp_ec_notify(&h->sleepers, &h->data_seq);
 }
 
+/* Entries of the cursor table that may be claimed (seq_cst: see
+ * fastmp_bc_use_entry). */
+static inline uint32_t fastmp_bc_entries_used(fastmp_bc_header *h) {
+    return __atomic_load_n(&h->entries_used, __ATOMIC_SEQ_CST);
+}
+
+/* subscribe() took entry `index`: raise entries_used past it.  Done before
+ * the new cursor's position is stored, so any scan that misses the entry
+ * ran before that store - and before the subscriber read the tail its
+ * position comes from, so the bound that scan gave the writer is no higher
+ * than the new position: the writer cannot lap the new subscriber on it. */
+static inline void fastmp_bc_use_entry(fastmp_bc_header *h, uint32_t index) {
+    uint32_t used = __atomic_load_n(&h->entries_used, __ATOMIC_SEQ_CST);
+    while (used <= index
+           && !__atomic_compare_exchange_n(&h->entries_used, &used, index + 1, 0,
+                                           __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+        ;
+}
+
 /* The lowest position of a claimed cursor, or `upto` if none is lower. */
 static inline uint64_t fastmp_bc_slowest(fastmp_bc_header *h, uint64_t upto) {
     fastmp_bc_cursor *c = fastmp_bc_cursors(h);
     uint64_t low = upto, pos;
-    uint32_t i;
-    for (i = 0; i < h->max_readers; i++) {
+    uint32_t i, used = fastmp_bc_entries_used(h);
+    for (i = 0; i < used; i++) {
         if (!fastmp_bc_is_subscriber(__atomic_load_n(&c[i].claim, __ATOMIC_SEQ_CST)))
             continue;
         pos = __atomic_load_n(&c[i].position, __ATOMIC_SEQ_CST);
