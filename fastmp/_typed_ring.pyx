@@ -32,6 +32,7 @@ cimport cython
 from cpython.buffer cimport PyBuffer_Release
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.object cimport PyObject
+from cpython.ref cimport _Py_REFCNT
 from libc.math cimport INFINITY
 from libc.stdint cimport uint32_t, uint64_t
 from posix.unistd cimport getpid
@@ -88,8 +89,27 @@ cdef object _closed_error():
     return ValueError("Ring is closed")
 
 
+cdef bint _dropped_reservation(Ring ring) except -1:
+    """The open Reservation is referenced by nobody but this handle (the
+    caller dropped it unfinished: nobody can commit it any more): abort it
+    and say True."""
+    if _Py_REFCNT(<PyObject*>ring.res) != 1:
+        return False
+    ring._finish_reservation(<Reservation>ring.res, False)
+    return True
+
+
+cdef bint _dropped_frame(Ring ring) except -1:
+    """The open Frame is referenced by nobody but this handle (dropped
+    unreleased, as a file is closed when dropped): release it, True."""
+    if _Py_REFCNT(<PyObject*>ring.frame) != 1:
+        return False
+    ring._finish_frame(<Frame>ring.frame)
+    return True
+
+
 cdef inline int _reader_ready(Ring ring) except -1:
-    if ring.viewing:
+    if ring.viewing and not _dropped_frame(ring):
         raise RuntimeError("this Ring handle has an open recv_view() frame: release it first")
     if not fastmp_role_held(&ring.reader, &ring.hdr.reader_claim):
         ring._claim(False)
@@ -134,6 +154,10 @@ cdef class Ring(FrameOwner):
       per handle.
     * All block while the ring is empty (``queue.Empty``); once the writer
       has closed or exited and every frame is received: EOFError.
+
+    A Reservation or Frame dropped unfinished (no ``with``, no commit /
+    release, no reference left) is aborted / released by the handle's next
+    writer / reader call, so a forgotten one cannot wedge the handle.
 
     ``qsize()``, ``empty()``, ``full()``, ``slots``, ``shape``, ``dtype``,
     ``frame_bytes``, ``closed``; ``close()`` (idempotent; later calls raise
@@ -389,7 +413,7 @@ cdef class Ring(FrameOwner):
         if self.closed:
             raise _closed_error()
         deadline = _deadline(block, timeout)
-        if self.reserving:
+        if self.reserving and not _dropped_reservation(self):
             raise RuntimeError("this Ring handle already has an open reservation: commit or "
                                "abort it first")
         if not fastmp_role_held(&self.writer, &self.hdr.writer_claim):
@@ -429,7 +453,7 @@ cdef class Ring(FrameOwner):
         if self.closed:
             raise _closed_error()
         deadline = _deadline(block, timeout)
-        if self.reserving:
+        if self.reserving and not _dropped_reservation(self):
             raise RuntimeError("this Ring handle has an open reservation: commit or abort "
                                "it before send()")
         self.spec._check(frame, &view, "Ring.send()", False)
