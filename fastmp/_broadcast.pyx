@@ -69,6 +69,8 @@ cdef enum:
     # Polls between two clock reads while spinning.
     SPIN_POLLS = 32
     MAX_READERS = 4096
+    # Most rounds subscribe() chases a moving tail (see there).
+    SUBSCRIBE_ROUNDS = 8
 
 # As FloatChannel: poll up to 20 us (the first 2 us keeping the GIL) before
 # sleeping; a futex sleep and wake-up cost ~6-7 us each way here.
@@ -487,17 +489,20 @@ cdef class Broadcast(FrameOwner):
                                f"{hdr.max_readers})")
         c = &cursors[index]
         fastmp_bc_use_entry(hdr, index)
-        # Start at the tail; until the tail stands still between our store
-        # and our re-read, a frame published meanwhile was published before
-        # subscribe() returned: move past it.
+        # Start at the tail.  A frame published between our read of it and
+        # our store was published before subscribe() returned: move past it,
+        # until the tail stands still between store and re-read (a few
+        # rounds at most: a writer that publishes faster than this loop
+        # turns, 20 ns, only gets a frame it published during the call
+        # delivered).
         old = c.position
         tail = fastmp_bc_tail(hdr)
-        while True:
+        for attempt in range(SUBSCRIBE_ROUNDS):
             fastmp_bc_publish_position(hdr, c, old, tail)
             old = tail
             now_tail = fastmp_bc_tail(hdr)
-            if now_tail == tail:
-                break
+            if now_tail == tail or attempt == SUBSCRIBE_ROUNDS - 1:
+                break               # `tail` is the position stored
             tail = now_tail
         if self.rviews is None:
             self.rviews = ViewCache(self.spec, self.segment, hdr.frames_offset, self.nslots,
