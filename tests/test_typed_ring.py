@@ -1274,8 +1274,8 @@ _AFTER_A_SLEEPER_DIED = """
     child.join()
     try:
         while True:
-            ring.recv(block=False)           # (role "writer": its frames)
-    except queue.Empty:
+            ring.recv(block=False)           # (role "writer": its frames, then EOF)
+    except (queue.Empty, EOFError):
         pass
     frame = np.zeros(8, np.int64)
     for i in range(int(sys.argv[1])):        # this process takes the dead role over
