@@ -367,6 +367,23 @@ def test_a_subscriber_inherited_through_fork_is_the_parents_alone(procs):
         bc.send(_frame(bc, 4), block=False)
 
 
+def _close_inherited(box):
+    bc = box.pop()
+    bc.close()
+
+
+def test_a_child_closing_an_inherited_handle_leaves_the_parent_the_writer(procs):
+    bc = Broadcast(4, 3, "int32")
+    sub = bc.subscribe()
+    bc.send(_frame(bc, 1))                     # the parent is the writer
+    procs.join(procs.start(FORK, _close_inherited, [bc]))
+    assert _value(sub.recv()) == 1
+    with pytest.raises(queue.Empty):           # not EOF: the writer is still here
+        sub.recv(timeout=0.01)
+    bc.send(_frame(bc, 2))
+    assert _drain(sub) == [2]
+
+
 @pytest.mark.parametrize("max_readers, error", [(0, ValueError), (-1, ValueError),
                                                 (2.0, TypeError), ("4", TypeError)])
 def test_bad_max_readers_are_refused(max_readers, error):

@@ -825,17 +825,21 @@ def test_a_closed_reader_is_replaced_and_nothing_is_lost(procs):
     procs.join(child)
 
 
-def _drop_inherited(box):
+def _drop_inherited(box, close=False):
     import gc
-    box.pop()
+    ring = box.pop()
+    if close:
+        ring.close()
+    del ring
     gc.collect()
 
 
-def test_a_child_dropping_an_inherited_handle_leaves_the_parents_claims(procs):
+@pytest.mark.parametrize("close", [False, True], ids=["dropped", "closed"])
+def test_a_child_dropping_an_inherited_handle_leaves_the_parents_claims(procs, close):
     ring = Ring(4, 2, "int32")
     ring.send(_frame(ring, 1))                 # the parent is writer and reader
     _assert_frame(ring.recv(), ring, 1)
-    procs.join(procs.start(FORK, _drop_inherited, [ring]))
+    procs.join(procs.start(FORK, _drop_inherited, [ring], close))
     with pytest.raises(queue.Empty):           # not EOF: the writer is still here
         ring.recv(timeout=0.01)
     _, error = _run_in_thread(lambda: ring.send(_frame(ring, 2)))
