@@ -507,6 +507,23 @@ def test_waiting_releases_the_gil():
     assert error is None and _value(result) == 1
 
 
+def test_a_blocked_call_sleeps_instead_of_spinning():
+    bc = Broadcast(1, 4, "int64")
+    held = bc.subscribe()
+    bc.send(_frame(bc, 0))                      # `held` holds the writer back now
+    quiet = Broadcast(1, 4, "int64")            # nothing published, writer not gone
+    other = quiet.subscribe()
+    for call in (lambda: bc.send(_frame(bc, 1), timeout=0.3),
+                 lambda: bc.reserve(timeout=0.3),
+                 lambda: other.recv(timeout=0.3)):
+        started, cpu = time.monotonic(), time.thread_time()
+        with pytest.raises((queue.Full, queue.Empty)):
+            call()
+        assert time.monotonic() - started >= 0.3
+        assert time.thread_time() - cpu < 0.1
+    assert held.qsize() == 1
+
+
 def _slow_echo(requests, replies, rounds, subscribed):
     sub = requests.subscribe()
     subscribed.set()

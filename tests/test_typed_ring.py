@@ -888,6 +888,22 @@ def test_waiting_releases_the_gil():
     _assert_frame(result[1], ring, 1)
 
 
+def test_a_blocked_call_sleeps_instead_of_spinning():
+    # A wait spins a few microseconds, then sleeps: 0.3 s of waiting costs
+    # this thread almost no CPU (a spinning wait would cost ~0.3 s).
+    ring = Ring(1, 4, "int64")
+    ring.send(_frame(ring, 0))
+    reader = Ring(1, 4, "int64")
+    for call in (lambda: ring.send(_frame(ring, 1), timeout=0.3),
+                 lambda: ring.reserve(timeout=0.3),
+                 lambda: reader.recv(timeout=0.3)):
+        started, cpu = time.monotonic(), time.thread_time()
+        with pytest.raises((queue.Full, queue.Empty)):
+            call()
+        assert time.monotonic() - started >= 0.3
+        assert time.thread_time() - cpu < 0.1
+
+
 def _slow_echo(requests, replies, rounds):
     for _ in range(rounds):
         with requests.recv_view() as view:
