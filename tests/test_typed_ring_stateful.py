@@ -1,5 +1,8 @@
-"""Stateful (hypothesis RuleBasedStateMachine) test of fastmp.Ring against a
-deque of frames, in one process (one handle is both writer and reader).
+"""Stateful (hypothesis RuleBasedStateMachine) tests of fastmp.Ring and
+fastmp.Broadcast, in one process.
+
+RingMachine: a Ring against a deque of frames (one handle is both writer
+and reader).
 
 Every frame is filled with one serial number, so a lost, repeated,
 reordered or torn frame shows up as a mismatch.  The rules mix every writer
@@ -8,6 +11,10 @@ nowait or timeout=0) with every reader call (recv, recv_into, recv_view
 held across other steps), and the one-open-reservation / one-open-view
 rules.  qsize/empty/full are checked after every step: a frame held in
 recv_view still occupies its slot, a reserved one is not yet published.
+
+BroadcastMachine: a Broadcast ("block" or "skip") with up to three
+subscribers against a model of the writer's tail and each cursor (see its
+docstring).
 
 derandomize=True: a CI run is reproducible.
 """
@@ -19,18 +26,21 @@ import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
 np = pytest.importorskip("numpy")
-from hypothesis import HealthCheck, settings  # noqa: E402
+from hypothesis import HealthCheck, event, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from hypothesis.stateful import (  # noqa: E402
     RuleBasedStateMachine, initialize, invariant, precondition, rule)
 
 try:
+    from fastmp._broadcast import Broadcast
+    from fastmp._frames import FrameOverwritten
     from fastmp._typed_ring import Ring
 except ImportError:
-    Ring = None
+    Ring = Broadcast = None
 
 pytestmark = [pytest.mark.timeout(120),
-              pytest.mark.skipif(Ring is None, reason="fastmp._typed_ring is not built")]
+              pytest.mark.skipif(Ring is None or Broadcast is None,
+                                 reason="fastmp._typed_ring or fastmp._broadcast is not built")]
 
 
 class _Abandon(Exception):
@@ -218,3 +228,209 @@ RingMachine.TestCase.settings = settings(
     max_examples=60, stateful_step_count=50, deadline=None, derandomize=True, database=None,
     suppress_health_check=[HealthCheck.too_slow])
 test_ring_machine = RingMachine.TestCase
+
+
+# --------------------------------------------------------------------------- Broadcast
+
+def _frame(bc, value):
+    return np.full(bc.shape, value, dtype=bc.dtype)
+
+
+def _value(frame):
+    """The one value a frame is filled with (asserting it is one value)."""
+    flat = np.asarray(frame).ravel()
+    assert (flat == flat[0]).all(), f"torn frame: {flat[:4]}...{flat[-4:]}"
+    return int(flat[0])
+
+
+class _ModelSubscriber:
+    def __init__(self, handle, position):
+        self.handle = handle
+        self.position = position      # next frame it takes
+        self.skipped = 0
+        self.view = None              # (Frame, view, position) while one is open
+
+
+class BroadcastMachine(RuleBasedStateMachine):
+    """Broadcast in one process against a model of the writer's tail and
+    each subscriber's cursor.  Frame p is filled with p.
+
+    block: the writer may take position t only if every subscriber has
+    t - position < slots (a held view keeps its position); nothing is ever
+    skipped.  skip: the writer never waits; frame p is whole while
+    tail - slots <= p < tail, except that a reservation abandoned at the
+    tail destroyed the frame whose slot it wrote (tail - slots); a cursor on
+    a lost frame jumps to max(p + 1, tail - slots), counting what it passed;
+    a view of frame p is torn once any position >= p + slots was reserved."""
+
+    def __init__(self):
+        super().__init__()
+        self.bc = None
+        self.tail = 0
+        self.highest_reserved = -1
+        self.dirty_tail = False       # skip: a reservation was abandoned at `tail`
+        self.live = []
+
+    @initialize(slots=st.integers(1, 4), policy=st.sampled_from(["block", "skip"]))
+    def make(self, slots, policy):
+        self.slots, self.policy = slots, policy
+        self.bc = Broadcast(slots, (2, 3), "int64", max_readers=3, policy=policy)
+        self._subscribe()
+
+    def _subscribe(self):
+        self.live.append(_ModelSubscriber(self.bc.subscribe(), self.tail))
+
+    # -- writer ----------------------------------------------------------------------
+
+    def _room(self):
+        return self.policy == "skip" or all(self.tail - s.position < self.slots for s in self.live)
+
+    @rule(how=st.sampled_from(["send", "commit", "abort", "exception"]),
+          kw=st.sampled_from([dict(block=False), dict(timeout=0)]))
+    def publish(self, how, kw):
+        if not self._room():
+            with pytest.raises(queue.Full):
+                if how == "send":
+                    self.bc.send(_frame(self.bc, self.tail), **kw)
+                else:
+                    self.bc.reserve(**kw)
+            return
+        self.highest_reserved = max(self.highest_reserved, self.tail)
+        if how == "send":
+            self.bc.send(_frame(self.bc, self.tail), **kw)
+        elif how == "commit":
+            with self.bc.reserve(**kw) as frame:
+                frame[...] = self.tail
+        elif how == "abort":
+            res = self.bc.reserve(**kw)
+            with res as frame:
+                frame[...] = -1
+                res.abort()
+        else:
+            try:
+                with self.bc.reserve(**kw) as frame:
+                    frame[...] = -1
+                    raise _Abandon
+            except _Abandon:
+                pass
+        if how in ("send", "commit"):
+            self.tail += 1
+            self.dirty_tail = False
+        elif self.tail >= self.slots:
+            self.dirty_tail = True
+
+    @rule(n=st.integers(1, 6))
+    def send_a_burst(self, n):
+        """n frames as fast as the policy lets them go (laps views in skip mode)."""
+        for _ in range(n):
+            if not self._room():
+                with pytest.raises(queue.Full):
+                    self.bc.send(_frame(self.bc, self.tail), block=False)
+                return
+            self.highest_reserved = max(self.highest_reserved, self.tail)
+            self.bc.send(_frame(self.bc, self.tail), block=False)
+            self.tail += 1
+            self.dirty_tail = False
+
+    # -- subscribers -----------------------------------------------------------------
+
+    @precondition(lambda self: len(self.live) < 3)
+    @rule()
+    def subscribe(self):
+        self._subscribe()
+
+    @precondition(lambda self: len(self.live) == 3)
+    @rule()
+    def a_fourth_subscriber_is_refused(self):
+        with pytest.raises(RuntimeError):
+            self.bc.subscribe()
+
+    @precondition(lambda self: self.live)
+    @rule(i=st.integers(0, 2))
+    def close(self, i):
+        sub = self.live.pop(i % len(self.live))
+        sub.handle.close()
+
+    def _intact(self, p):
+        if self.policy == "block":
+            return True
+        return (self.tail - self.slots <= p < self.tail
+                and not (self.dirty_tail and p == self.tail - self.slots))
+
+    def _take(self, sub):
+        """The model's next frame for `sub` (None: nothing yet), skipping."""
+        while sub.position < self.tail and not self._intact(sub.position):
+            to = max(sub.position + 1, self.tail - self.slots)
+            sub.skipped += to - sub.position
+            sub.position = to
+        return sub.position if sub.position < self.tail else None
+
+    @precondition(lambda self: any(s.view is None for s in self.live))
+    @rule(i=st.integers(0, 2), how=st.sampled_from(["recv", "recv_into", "view"]))
+    def receive(self, i, how):
+        ready = [s for s in self.live if s.view is None]
+        sub = ready[i % len(ready)]
+        want = self._take(sub)
+        out = np.zeros((2, 3), np.int64)
+        calls = {"recv": lambda: sub.handle.recv(block=False),
+                 "recv_into": lambda: sub.handle.recv_into(out, block=False),
+                 "view": lambda: sub.handle.recv_view(block=False)}
+        if want is None:
+            with pytest.raises(queue.Empty):
+                calls[how]()
+            assert sub.handle.skipped == sub.skipped
+            return
+        got = calls[how]()
+        if how == "view":
+            view = got.__enter__()
+            assert _value(view) == want
+            sub.view = (got, view, want)
+            return
+        assert _value(out if how == "recv_into" else got) == want
+        sub.position += 1
+        assert sub.handle.skipped == sub.skipped
+
+    @precondition(lambda self: any(s.view is not None for s in self.live))
+    @rule(i=st.integers(0, 2))
+    def release_view(self, i):
+        viewing = [s for s in self.live if s.view is not None]
+        sub = viewing[i % len(viewing)]
+        frame, view, p = sub.view
+        sub.view = None
+        torn = self.policy == "skip" and self.highest_reserved >= p + self.slots
+        event(f"release_view: {self.policy}, {'torn' if torn else 'whole'}")
+        if torn:
+            with pytest.raises(FrameOverwritten):
+                frame.release()
+            sub.skipped += 1                   # the viewed frame counts as skipped; frames
+            sub.position = p + 1               # lost after it are counted by the next receive
+        else:
+            assert _value(view) == p           # nobody could have touched it
+            frame.release()
+            sub.position = p + 1
+
+    @invariant()
+    def cursors_match_the_model(self):
+        for sub in self.live:
+            if self.policy == "block":
+                assert sub.handle.skipped == 0
+                assert sub.handle.qsize() == self.tail - sub.position
+            else:
+                assert sub.handle.skipped >= sub.skipped
+                assert sub.handle.qsize() <= self.slots
+
+    def teardown(self):
+        if self.bc is not None:
+            if any(sub.skipped for sub in self.live):
+                event(f"{self.policy}: a subscriber skipped frames")
+            if self.dirty_tail:
+                event(f"{self.policy}: ended on an abandoned reservation")
+            for sub in self.live:
+                sub.handle.close()
+            self.bc.close()
+
+
+BroadcastMachine.TestCase.settings = settings(
+    max_examples=200, stateful_step_count=50, deadline=None, derandomize=True, database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+test_broadcast_machine = BroadcastMachine.TestCase
