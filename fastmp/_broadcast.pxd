@@ -5,7 +5,7 @@
 from libc.stdint cimport uint32_t, uint64_t
 
 from fastmp._claims cimport fastmp_peer_watch, fastmp_role
-from fastmp._frames cimport FrameOwner, FrameSpec, ViewCache
+from fastmp._frames cimport Frame, FrameOwner, FrameSpec, ViewCache
 from fastmp._segment cimport Segment
 from fastmp._sync cimport timespec
 
@@ -90,6 +90,7 @@ cdef class Broadcast(FrameOwner):
     cdef int _wait_room(self, uint64_t tail, double deadline) except -1
     cdef int _free_dead(self, uint64_t needs) except -1
     cdef int _after_publish(self) except -1
+    cdef bint _reserving(self) except -1
     cdef int _release(self) noexcept
 
 
@@ -127,3 +128,4 @@ cdef class Subscriber(FrameOwner):
     cdef object _receive(self, Py_buffer* out, double deadline)
     cdef int _release(self) noexcept
     cdef int _done(self) except -1
+    cdef int _end_frame(self, Frame f, bint report) except -1

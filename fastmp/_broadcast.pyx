@@ -38,6 +38,7 @@ cimport cython
 from cpython.buffer cimport PyBuffer_Release
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.object cimport PyObject
+from cpython.ref cimport _Py_REFCNT
 from libc.math cimport INFINITY
 from libc.stdint cimport uint32_t, uint64_t
 
@@ -136,6 +137,10 @@ cdef class Broadcast(FrameOwner):
 
     ``subscribe()`` -> Subscriber (RuntimeError when all ``max_readers``
     entries are held by live subscribers).
+
+    A Reservation (or a Subscriber's Frame) dropped unfinished - no
+    ``with``, no commit / release, no reference left - is aborted (released)
+    by the handle's next call, so a forgotten one cannot wedge the handle.
     """
 
     def __init__(self, slots, shape, dtype="float32", *, max_readers=16, policy="block"):
@@ -382,7 +387,7 @@ cdef class Broadcast(FrameOwner):
         if self.closed:
             raise ValueError(f"{self!r} is closed")
         deadline = _deadline(block, timeout)
-        if self.res is not None and (<Reservation>self.res).active:
+        if self._reserving():
             raise RuntimeError("this Broadcast handle already has an open reservation: "
                                "commit or abort it first")
         if not fastmp_role_held(&self.writer, &self.hdr.writer_claim):
@@ -399,6 +404,17 @@ cdef class Broadcast(FrameOwner):
         r.slot = slot
         self.res = r
         return r
+
+    cdef bint _reserving(self) except -1:
+        """Is a Reservation of this handle open?  One that nobody but this
+        handle references any more was dropped unfinished (nobody can commit
+        it): abort it, as a file is closed when dropped, and say no."""
+        if self.res is None or not (<Reservation>self.res).active:
+            return False
+        if _Py_REFCNT(<PyObject*>self.res) != 1:
+            return True
+        self._finish_reservation(<Reservation>self.res, False)
+        return False
 
     cdef int _finish_reservation(self, Reservation r, bint commit) except -1:
         try:
@@ -423,7 +439,7 @@ cdef class Broadcast(FrameOwner):
         if self.closed:
             raise ValueError(f"{self!r} is closed")
         deadline = _deadline(block, timeout)
-        if self.res is not None and (<Reservation>self.res).active:
+        if self._reserving():
             raise RuntimeError("this Broadcast handle has an open reservation: commit or "
                                "abort it before send()")
         self.spec._check(frame, &view, "Broadcast.send()", False)
@@ -594,8 +610,13 @@ cdef class Subscriber(FrameOwner):
         if self.busy:
             raise RuntimeError("another thread is receiving from this Subscriber")
         if self.frame is not None and (<Frame>self.frame).active:
-            raise RuntimeError("this Subscriber has an open recv_view() frame: release it "
-                               "first")
+            if _Py_REFCNT(<PyObject*>self.frame) != 1:
+                raise RuntimeError("this Subscriber has an open recv_view() frame: release "
+                                   "it first")
+            # Dropped unreleased (nobody else references it): release it now,
+            # quietly - nobody is left to tell that it was overwritten (it
+            # still counts as skipped if it was).
+            self._end_frame(<Frame>self.frame, False)
         if fastmp_claim_peek(&self.cur.claim) != self.claim:
             raise RuntimeError("this Subscriber's cursor entry was taken over (its process "
                                "was found dead)")
@@ -804,6 +825,12 @@ cdef class Subscriber(FrameOwner):
         return f
 
     cdef int _finish_frame(self, Frame f) except -1:
+        return self._end_frame(f, True)
+
+    cdef int _end_frame(self, Frame f, bint report) except -1:
+        """Move past the frame `f` viewed; policy "skip": if the writer
+        overwrote it meanwhile, it counts as skipped and (`report`)
+        FrameOverwritten is raised."""
         cdef uint64_t pos = f.position
         try:
             self.views.retire(f.view)
@@ -811,6 +838,8 @@ cdef class Subscriber(FrameOwner):
                 return 0
             if self.skip and not fastmp_bc_frame_still_intact(&self.seqs[f.slot].seq, pos):
                 self._skip_ahead()
+                if not report:
+                    return 0
                 raise FrameOverwritten(
                     f"Broadcast: the writer overwrote frame {pos} while it was viewed (the "
                     f"data read from the view may be torn); it counts as skipped")
