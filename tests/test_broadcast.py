@@ -1131,6 +1131,34 @@ def test_every_subscriber_process_gets_every_frame(start_method, procs):
     procs.join()
 
 
+def _count_what_arrives(bc, n, subscribed, results):
+    sub = bc.subscribe()
+    subscribed.release()
+    out = np.zeros(1, np.int64)
+    for i in range(n):
+        sub.recv_into(out)
+        if out[0] != i:
+            results.put(f"frame {i} holds {out[0]}")
+            return
+    results.put("ok")
+
+
+def test_a_fast_stream_of_tiny_frames_reaches_every_subscriber_in_order(procs):
+    bc = Broadcast(5, 1, "int64")
+    n = 50_000
+    subscribed, results = FORK.Semaphore(0), FORK.SimpleQueue()
+    for _ in range(2):
+        procs.start(FORK, _count_what_arrives, bc, n, subscribed, results)
+    for _ in range(2):
+        assert subscribed.acquire(timeout=PATIENCE)
+    frame = np.zeros(1, np.int64)
+    for i in range(n):
+        frame[0] = i
+        bc.send(frame, timeout=PATIENCE)
+    assert [results.get(), results.get()] == ["ok", "ok"]
+    procs.join()
+
+
 def test_no_descriptor_or_segment_outlives_the_broadcast(start_method, procs, leak_guard):
     bc = Broadcast(4, FANOUT_SHAPE, "int64")
     subscribed = start_method.Semaphore(0)

@@ -1416,6 +1416,26 @@ def test_frames_to_a_child_arrive_whole_in_order(start_method, procs):
     procs.join(child)
 
 
+def _count_up(ring, n):
+    frame = np.zeros(1, np.int64)
+    for i in range(n):
+        frame[0] = i
+        ring.send(frame)
+
+
+def test_a_fast_stream_of_tiny_frames_keeps_order(procs):
+    # Both sides rarely sleep: head and tail race each other constantly.
+    ring = Ring(7, 1, "int64")
+    n = 100_000
+    child = procs.start(FORK, _count_up, ring, n)
+    out = np.zeros(1, np.int64)
+    for i in range(n):
+        ring.recv_into(out, timeout=PATIENCE)
+        if out[0] != i:
+            pytest.fail(f"frame {i} holds {out[0]}")
+    procs.join(child)
+
+
 def test_large_frames_cross_intact(procs):
     ring = Ring(3, (256, 1024), "int32")      # 1 MiB frames
     child = procs.start(FORK, _stream_out, ring, 24)
