@@ -789,6 +789,22 @@ def test_skip_counts_are_zero_with_the_block_policy():
     assert sub.skipped == 0
 
 
+def test_a_reservation_held_open_in_skip_mode_hides_only_the_frame_it_overwrites():
+    bc = Broadcast(2, 3, "int64", policy="skip")
+    sub = bc.subscribe()
+    bc.send(_frame(bc, 0))
+    bc.send(_frame(bc, 1))
+    res = bc.reserve()                         # frame 2, in the slot of frame 0
+    with res as frame:
+        frame[...] = 2
+        assert _value(sub.recv(block=False)) == 1      # frame 0 is gone, frame 1 whole
+        assert sub.skipped == 1
+        with pytest.raises(queue.Empty):
+            sub.recv(block=False)              # frame 2 is not published yet
+    assert _value(sub.recv(block=False)) == 2
+    assert sub.skipped == 1
+
+
 def test_an_abandoned_reservation_is_accounted_for_in_skip_mode():
     # The abandoned reservation wrote into the slot of frame 0 (the oldest):
     # frame 0 is lost to a subscriber that had not read it, and counted.
@@ -1318,6 +1334,26 @@ _WITHOUT_NUMPY = """
         pass
     else:
         raise AssertionError("a released view still works")
+    out = array.array("i", [0] * 4)
+    bc.send(array.array("i", [5, 6, 7, 8]))
+    sub.recv_into(out)                           # a flat buffer of the frame's items
+    assert out.tolist() == [5, 6, 7, 8]
+    # a view lapped by the writer: FrameOverwritten on release
+    from fastmp import FrameOverwritten
+    bc.send(array.array("i", [1] * 4))
+    frame = sub.recv_view()
+    with frame as lapped:
+        for _ in range(2):
+            bc.send(array.array("i", [2] * 4))
+        try:
+            frame.release()
+        except FrameOverwritten:
+            pass
+        else:
+            raise AssertionError("no FrameOverwritten")
+    assert sub.skipped == 1, sub.skipped
+    assert Broadcast(1, 2).dtype == "f"          # the default works without NumPy
+    assert "numpy" not in sys.modules or sys.modules["numpy"] is None
     print("ok")
     """
 
