@@ -313,6 +313,26 @@ def test_max_readers_limits_live_subscribers():
     assert _drain(second) == [4] and _drain(third) == [4]
 
 
+def test_an_entry_is_reused_across_many_subscriptions():
+    bc = Broadcast(2, 1, "int64", max_readers=1)
+    for i in range(500):
+        with bc.subscribe() as sub:
+            bc.send(_frame(bc, i))
+            assert _value(sub.recv(block=False)) == i
+    for i in range(500, 505):                  # and no stale cursor holds the writer back
+        bc.send(_frame(bc, i), block=False)
+
+
+def test_a_subscriber_is_a_per_process_handle_any_thread_may_use():
+    bc = Broadcast(4, 1, "int64")
+    sub = bc.subscribe()
+    bc.send(_frame(bc, 1))
+    bc.send(_frame(bc, 2))
+    result, error = _run_in_thread(sub.recv)
+    assert error is None and _value(result) == 1
+    assert _value(sub.recv()) == 2
+
+
 def _subscribe_and_hang(bc, ready, never):
     sub = bc.subscribe()                      # held until the process dies
     ready.set()
