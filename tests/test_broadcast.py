@@ -1088,6 +1088,23 @@ def test_dropping_the_writers_handle_is_eof_for_its_own_subscribers():
         sub.recv(timeout=PATIENCE)
 
 
+def test_a_subscriber_blocked_before_the_writer_dies_gets_eof(procs):
+    bc = Broadcast(4, 3, "int32")
+    subscribed, ready, never = FORK.Event(), FORK.Event(), FORK.Event()
+    child = procs.start(FORK, _publish_and_hang, bc, [1], subscribed, ready, never)
+    sub = bc.subscribe()
+    subscribed.set()
+    _wait(ready)
+    assert _value(sub.recv()) == 1
+    killer = Call(_sigkill, child)             # while this thread waits in recv
+    killer.start()
+    started = time.monotonic()
+    with pytest.raises(EOFError):
+        sub.recv(timeout=PATIENCE)
+    assert time.monotonic() - started < 2.0
+    assert killer.outcome(PATIENCE) == (None, None)
+
+
 def test_a_subscriber_blocked_when_the_writer_closes_gets_eof(procs):
     bc = Broadcast(4, 3, "int32")
     bc.send(_frame(bc, 0))                          # the parent is the writer
