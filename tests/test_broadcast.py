@@ -233,6 +233,22 @@ def test_each_subscriber_has_its_own_cursor():
     assert a.skipped == b.skipped == c.skipped == 0
 
 
+def test_frames_are_64_byte_aligned_and_every_subscriber_reads_them_in_place():
+    bc = Broadcast(3, 5, "uint8")
+    a, b = bc.subscribe(), bc.subscribe()
+    addresses = []
+    for i in range(3):
+        with bc.reserve() as frame:
+            addresses.append(frame.ctypes.data)
+            frame[:] = i
+    assert all(address % 64 == 0 for address in addresses) and len(set(addresses)) == 3
+    for sub in (a, b):
+        for i in range(3):
+            with sub.recv_view() as view:
+                assert view.ctypes.data == addresses[i]
+                assert _value(view) == i
+
+
 def test_subscriber_recv_into_and_recv_view_check_like_ring():
     bc = Broadcast(4, (2, 3), "float32")
     sub = bc.subscribe()
