@@ -24,9 +24,12 @@
  * bounded by `slice` (fastmp uses 50 ms) as a backstop for dead peers and
  * for Ctrl-C; EINTR/EAGAIN/ETIMEDOUT all mean "go and look again".
  *
- * A waiter killed while announced leaves a flag set (the next sleeper
- * resets it) or a count too high (publishers then make a useless
- * FUTEX_WAKE; correctness is unaffected). */
+ * A waiter killed while announced leaves a flag set or a count too high:
+ * publishers then make a useless FUTEX_WAKE per publication (correctness is
+ * unaffected).  Single-sleeper users clear the flag when a thread claims
+ * the dead waiter's role (Ring, FloatChannel); counting users must account
+ * for dead waiters themselves.  A publisher must never clear the flag: a
+ * waiter may have re-announced itself since, and would miss its wake-up. */
 #ifndef FASTMP_EVENTCOUNT_H
 #define FASTMP_EVENTCOUNT_H
 #include <limits.h>

@@ -72,7 +72,7 @@ from fastmp._claims cimport (
     fastmp_claim_me, fastmp_claim_watch_forks, fastmp_peer_gone, fastmp_role_claim,
     fastmp_role_close, fastmp_role_held,
 )
-from fastmp._eventcount cimport fastmp_ec_wake
+from fastmp._eventcount cimport fastmp_ec_retract, fastmp_ec_wake
 from fastmp._segment cimport Segment
 from fastmp._sync cimport (
     WAIT_SLICE, deadline_after, fastmp_cpu_relax, monotonic, next_slice, timespec,
@@ -337,12 +337,17 @@ cdef class FloatChannel:
         """Make the calling thread this channel's writer (or reader), or
         raise RuntimeError naming the live holder."""
         cdef uint64_t holder = 0
+        # On success the role's sleep announcement is cleared: a holder
+        # killed while asleep left it set, and the peer would otherwise make
+        # a FUTEX_WAKE on every later publication.
         if writer:
             if fastmp_role_claim(&self.writer, &self.hdr.writer_claim, &holder):
                 self.cached_head = 0
+                fastmp_fc_store_relaxed(&self.hdr.writer_wants, 0)
                 return 0
         elif fastmp_role_claim(&self.reader, &self.hdr.reader_claim, &holder):
             self.cached_tail = 0
+            fastmp_ec_retract(&self.hdr.reader_sleeping)
             return 0
         role, verb = ("writer", "send") if writer else ("reader", "receive")
         raise RuntimeError(

@@ -46,7 +46,7 @@ from fastmp._claims cimport (
     FASTMP_CLAIM_CLOSED, fastmp_claim_me, fastmp_claim_peek, fastmp_claim_watch_forks,
     fastmp_peer_gone, fastmp_role_claim, fastmp_role_close, fastmp_role_held,
 )
-from fastmp._eventcount cimport fastmp_ec_wake
+from fastmp._eventcount cimport fastmp_ec_retract, fastmp_ec_wake
 from fastmp._frames cimport (
     done_frame, done_reservation, frame_from_buffer, frame_spec, frame_to_buffer,
     new_frame, new_reservation,
@@ -284,12 +284,18 @@ cdef class Ring(FrameOwner):
         """Make the calling thread this ring's writer (or reader), or raise
         RuntimeError naming the live holder."""
         cdef uint64_t holder = 0
+        # On success the role's sleep announcement is cleared: a holder
+        # killed while asleep left it set, and the peer would otherwise make
+        # a FUTEX_WAKE on every later frame.  Nobody else can be asleep in
+        # this role now (the holder is this thread, and it is not asleep).
         if writer:
             if fastmp_role_claim(&self.writer, &self.hdr.writer_claim, &holder):
                 self.cached_head = 0
+                fastmp_ec_retract(&self.hdr.writer_sleeping)
                 return 0
         elif fastmp_role_claim(&self.reader, &self.hdr.reader_claim, &holder):
             self.cached_tail = 0
+            fastmp_ec_retract(&self.hdr.reader_sleeping)
             return 0
         role, verb = ("writer", "write") if writer else ("reader", "read")
         raise RuntimeError(
