@@ -1305,11 +1305,6 @@ _AFTER_A_SLEEPER_DIED = """
 
 
 @pytest.mark.parametrize("role", ["reader", "writer"])
-@pytest.mark.xfail(strict=True, reason=(
-    "a peer SIGKILLed while asleep leaves its sleep announced: every later send/recv makes a "
-    "FUTEX_WAKE (3041 futex calls for 3000 frames vs 51 for 10), even after this process took "
-    "the dead role over; repro: child blocks in ring.recv(), SIGKILL it, then send+recv in a "
-    "loop under strace -f -c -e trace=futex"))
 def test_a_peer_killed_asleep_does_not_cost_every_later_frame_a_wake(tmp_path, role):
     few = _futex_calls(tmp_path, 10, _AFTER_A_SLEEPER_DIED, role)
     many = _futex_calls(tmp_path, 3000, _AFTER_A_SLEEPER_DIED, role)
