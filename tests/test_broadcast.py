@@ -132,6 +132,19 @@ def test_bad_rings_are_refused_as_for_ring(args, error):
         Broadcast(*args)
 
 
+def _report_properties(bc, results):
+    results.put((bc.slots, bc.shape, str(bc.dtype), bc.frame_bytes, bc.policy, bc.max_readers))
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_a_child_sees_the_same_broadcast(method, procs):
+    ctx = multiprocessing.get_context(method)
+    bc = Broadcast(3, (2, 5), ">i2", max_readers=5, policy="skip")
+    results = ctx.SimpleQueue()
+    procs.join(procs.start(ctx, _report_properties, bc, results))
+    assert results.get() == (3, (2, 5), str(np.dtype(">i2")), 20, "skip", 5)
+
+
 def test_pickling_outside_process_start_is_refused():
     bc = Broadcast(2, 3)
     with pytest.raises(RuntimeError, match="inheritance"):

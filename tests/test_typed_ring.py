@@ -1337,6 +1337,19 @@ def test_ctrl_c_interrupts_a_blocked_call_promptly(call, tmp_path):
 
 # -- pickling -------------------------------------------------------------------------------------
 
+def _report_properties(ring, results):
+    results.put((ring.slots, ring.shape, str(ring.dtype), ring.frame_bytes, ring.closed))
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_a_child_sees_the_same_ring(method, procs):
+    ctx = multiprocessing.get_context(method)
+    ring = Ring(3, (2, 5), ">i2")
+    results = ctx.SimpleQueue()
+    procs.join(procs.start(ctx, _report_properties, ring, results))
+    assert results.get() == (3, (2, 5), str(np.dtype(">i2")), 20, False)
+
+
 def test_pickling_outside_process_start_is_refused():
     ring = Ring(2, 3)
     with pytest.raises(RuntimeError, match="inheritance"):
