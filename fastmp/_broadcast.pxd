@@ -48,6 +48,7 @@ cdef extern from "_broadcast_layout.h" nogil:
     void fastmp_bc_begin_frame(uint64_t* seq, uint64_t position)
     void fastmp_bc_publish(fastmp_bc_header* h, uint64_t* seq, uint64_t position)
     uint64_t fastmp_bc_slowest(fastmp_bc_header* h, uint64_t upto)
+    void fastmp_bc_clear_writer_needs(fastmp_bc_header* h)
     void fastmp_bc_sleep_until_room(fastmp_bc_header* h, uint64_t needs, const timespec* slice)
     void fastmp_bc_publish_position(fastmp_bc_header* h, fastmp_bc_cursor* c, uint64_t old,
                                     uint64_t position)

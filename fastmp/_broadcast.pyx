@@ -261,6 +261,9 @@ cdef class Broadcast(FrameOwner):
                 f"a Broadcast has one writer, and the first thread to reserve() or send() "
                 f"becomes it (this is {_describe(fastmp_claim_me())})")
         self.cached_low = 0
+        # A writer killed asleep left its announcement: only this thread may
+        # sleep on room now, and it is awake.
+        fastmp_bc_clear_writer_needs(self.hdr)
         return 0
 
     cdef int _release(self) noexcept:

@@ -86,7 +86,8 @@
  *   sequence says "being written" (2t+1).  Subscribers get every committed
  *   frame, then EOFError (its claim is dead); a new writer claims the role,
  *   rewrites the same slot and goes on.  (With "skip", the frame that slot
- *   held, t-slots, is lost: a subscriber still on it skips it.)
+ *   held, t-slots, is lost: a subscriber still on it skips it.)  A writer
+ *   killed asleep leaves writer_needs set; the next writer's claim clears it.
  * * Subscriber killed (anywhere, holding a view or asleep): its cursor stays
  *   where it was; the writer (block) checks, at least once per 50 ms wait
  *   slice, the liveness of every cursor holding it back, frees the entries
@@ -261,6 +262,12 @@ static inline void fastmp_bc_sleep_until_room(fastmp_bc_header *h, uint64_t need
     if (fastmp_bc_slowest(h, needs) < needs)
         fastmp_ec_sleep(&h->room_seq, seen, slice);
     __atomic_store_n(&h->writer_needs, 0, __ATOMIC_RELAXED);
+}
+
+/* A new writer: no writer sleeps (a dead one's announcement would make
+ * subscribers crossing it wake nobody). */
+static inline void fastmp_bc_clear_writer_needs(fastmp_bc_header *h) {
+    __atomic_store_n(&h->writer_needs, 0, __ATOMIC_SEQ_CST);
 }
 
 /* -- subscribers ------------------------------------------------------------- */
