@@ -512,9 +512,8 @@ TARGETS = [
            [Check(">= 3 GB/s", at_least=3000)]),
 ]
 
-NOT_COVERED = ("The Pipe, Value/Array/RawValue and FloatChannel targets are measured by "
-               "bench_pipe.py, bench_sharedctypes.py and bench_float_channel.py; the Ring's "
-               "are not measured yet.")
+NOT_COVERED = ("The Pipe, Value/Array/RawValue, FloatChannel and Ring targets are measured by "
+               "bench_pipe.py, bench_sharedctypes.py, bench_float_channel.py and bench_ring.py.")
 
 
 # -- running and reporting -------------------------------------------------------------
