@@ -61,6 +61,7 @@ cdef class SideArena:
     cdef dict mappings      # region index -> _Mapping, this process's
 
     cdef bint _reclaimable(self, uint64_t owner, uint32_t me) noexcept nogil
+    cdef void _free_the_dead(self, uint32_t me) noexcept
     cdef _Lease _allocate(self, uint64_t size)
     cdef _Lease _lease(self, int index, uint32_t me, uint32_t state=*)
     cdef void _forget(self, int index) noexcept

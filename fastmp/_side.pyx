@@ -42,8 +42,9 @@ neither a system call nor a page fault.
 """
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_FillInfo, PyBuffer_Release, PyObject_GetBuffer
-from libc.errno cimport errno
+from libc.errno cimport ESRCH, errno
 from libc.string cimport memcpy, strerror
+from posix.signal cimport kill
 from posix.unistd cimport getpid
 
 import io
@@ -259,6 +260,26 @@ cdef class SideArena:
             return pid != me and not pid_alive(<int>pid)
         return False
 
+    cdef void _free_the_dead(self, uint32_t me) noexcept:
+        """Give back the regions held (WRITING, HELD) by processes that no
+        longer exist at all: a receiver killed with arrays alive, a sender
+        killed mid-copy.  One kill(pid, 0) per holder, so every allocation
+        can afford it; a dead process not yet reaped by its parent (a
+        zombie) still answers kill and is caught by _reclaimable's /proc
+        check when memory runs short."""
+        cdef uint64_t owner
+        cdef uint32_t state, pid
+        cdef int i
+        for i in range(FASTMP_SIDE_REGIONS):
+            owner = fastmp_side_load(&self.hdr.regions[i].owner)
+            state = _state(owner)
+            pid = _pid(owner)
+            if (state == FASTMP_SIDE_WRITING or state == FASTMP_SIDE_HELD) and pid != me and \
+                    kill(<int>pid, 0) != 0 and errno == ESRCH and \
+                    fastmp_side_cas(&self.hdr.regions[i].owner, owner,
+                                    fastmp_side_owner(FASTMP_SIDE_FREE, 0)):
+                self._trim(i)
+
     cdef _Lease _allocate(self, uint64_t size):
         """A region of at least `size` bytes held WRITING by this process,
         or None when every entry is taken (the caller uses the ring)."""
@@ -269,6 +290,7 @@ cdef class SideArena:
         cdef bint look_at_dead = False
         cdef _Lease lease
         size = _align(size, PAGE)
+        self._free_the_dead(me)
         for attempt in range(8):
             best = -1
             spare = -1

@@ -315,3 +315,64 @@ def test_pipe_round_trip_of_large_arrays(start_method, procs, leak_guard):
     ours.close()
     del ours
     leak_guard.check()
+
+
+# -- traffic ----------------------------------------------------------------------
+
+def produce_arrays(q, producer, count, seed):
+    rng = np.random.default_rng(seed)
+    for seq in range(count):
+        n = int(rng.integers(SIDE_FLOATS // 2, 2 * SIDE_FLOATS))
+        q.put((producer, seq, np.full(n, producer * 1000 + seq, dtype=np.float32)))
+
+
+def consume_arrays(q, report, stop_after=None, holding=None):
+    kept = []
+    while True:
+        message = q.get(timeout=TIMEOUT)
+        if message is None:
+            break
+        producer, seq, array = message
+        assert (array == producer * 1000 + seq).all(), "a torn or foreign array"
+        report.send((producer, seq))
+        if stop_after is not None:
+            kept.append(array)               # held, as a slow learner would
+            if len(kept) == stop_after:
+                holding.set()
+                signal.pause()               # killed here, holding its arrays
+    report.close()
+
+
+SIDE_FLOATS = 256 * 1024                     # 1 MiB of float32
+
+
+def test_producers_and_consumers_with_one_killed_holding_arrays(start_method, procs):
+    q = fastmp.Queue()
+    reports_r, reports_w = start_method.Pipe(duplex=False)
+    holding = start_method.Event()
+    producers = [procs.start(start_method, produce_arrays, q, p, 30, p) for p in range(2)]
+    victim = procs.start(start_method, consume_arrays, q, reports_w, 3, holding)
+    consumers = [procs.start(start_method, consume_arrays, q, reports_w) for _ in range(2)]
+    reports_w.close()
+    assert holding.wait(TIMEOUT)
+    os.kill(victim.pid, signal.SIGKILL)
+    procs.join(victim, exitcode=-signal.SIGKILL)
+    procs.join(*producers)
+    for _ in consumers:
+        q.put(None)
+    seen = []
+    while True:
+        try:
+            seen.append(reports_r.recv())
+        except EOFError:
+            break
+    procs.join(*consumers)
+    # Every message arrived exactly once (the victim's three included: it
+    # reported them before it died holding them).
+    assert sorted(seen) == [(p, s) for p in range(2) for s in range(30)]
+    # The dead consumer's regions are taken back by the next sender.
+    arena = arena_of(q)
+    q.put(big(1))
+    stats = arena.stats()
+    assert stats["held"][0] == 0 and stats["queued"][0] == 1
+    assert q.get(timeout=TIMEOUT)[0] == 1
