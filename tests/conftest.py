@@ -101,6 +101,18 @@ def interrupted_output(child):
         child.wait()
 
 
+def assert_ctrl_c_interrupts_promptly(code, cwd):
+    """Run `code` (which prints "ready", then blocks) in a fresh interpreter
+    and Ctrl-C it: it must end in a KeyboardInterrupt, with a non-zero exit,
+    within 2 s of the signal.  Returns its stdout."""
+    child = start_fresh_python(code, cwd)
+    out, err, elapsed = interrupted_output(child)
+    assert "KeyboardInterrupt" in err
+    assert child.returncode != 0
+    assert elapsed < 2.0
+    return out
+
+
 def interrupt_when_blocked(child):
     """Wait for `child` to print "ready" and block, then send it SIGINT (as
     Ctrl-C would).  Returns the time.monotonic() at which it was sent."""

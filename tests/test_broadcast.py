@@ -15,16 +15,14 @@ import multiprocessing
 import os
 import pickle
 import queue
-import signal
-import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import Call, interrupted_output, start_fresh_python, wait_until_sleeping
+from conftest import Call, assert_ctrl_c_interrupts_promptly, wait_until_sleeping
+from frames_support import (PATIENCE, frame_of, fresh_python, futex_calls, run_in_thread, sigkill,
+                            value_of, wait_for)
 
 import fastmp
 
@@ -51,45 +49,6 @@ pytestmark = [pytest.mark.timeout(60),
               pytest.mark.skipif(Broadcast is None, reason="fastmp._broadcast is not built")]
 
 FORK = multiprocessing.get_context("fork")
-#: Safety net for every wait that should end at once.
-PATIENCE = 30
-
-
-def _wait(event):
-    assert event.wait(PATIENCE), "the other process never got there"
-
-
-def _run_in_thread(fn, *args, **kwargs):
-    call = Call(lambda: fn(*args, **kwargs))
-    call.start()
-    return call.outcome(PATIENCE)
-
-
-def _sigkill(proc):
-    """Kill without reaping (a zombie, as before a parent joins it); returns
-    once the process is dead."""
-    os.kill(proc.pid, signal.SIGKILL)
-    deadline = time.monotonic() + PATIENCE
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{proc.pid}/stat") as stat:
-                if stat.read().rsplit(")", 1)[1].split()[0] in "ZX":
-                    return
-        except (FileNotFoundError, ProcessLookupError):
-            return
-        time.sleep(0.001)
-    raise AssertionError("the child did not die")
-
-
-def _frame(bc, value):
-    return np.full(bc.shape, value, dtype=bc.dtype)
-
-
-def _value(frame):
-    """The one value a frame is filled with (asserting it is one value)."""
-    flat = np.asarray(frame).ravel()
-    assert (flat == flat[0]).all(), f"torn frame: {flat[:4]}...{flat[-4:]}"
-    return int(flat[0])
 
 
 def _drain(sub):
@@ -97,7 +56,7 @@ def _drain(sub):
     got = []
     while True:
         try:
-            got.append(_value(sub.recv(block=False)))
+            got.append(value_of(sub.recv(block=False)))
         except queue.Empty:
             return got
 
@@ -206,13 +165,13 @@ def _sent_ring():
 def test_a_late_subscriber_gets_only_what_is_published_after_it_joined():
     bc = Broadcast(4, 2, "int32")
     early = bc.subscribe()
-    bc.send(_frame(bc, 1))
-    bc.send(_frame(bc, 2))
+    bc.send(frame_of(bc, 1))
+    bc.send(frame_of(bc, 2))
     late = bc.subscribe()
     assert late.qsize() == 0
     with pytest.raises(queue.Empty):
         late.recv(block=False)
-    bc.send(_frame(bc, 3))
+    bc.send(frame_of(bc, 3))
     assert _drain(late) == [3]
     assert _drain(early) == [1, 2, 3]
 
@@ -220,12 +179,12 @@ def test_a_late_subscriber_gets_only_what_is_published_after_it_joined():
 def test_a_subscriber_joining_a_ring_that_has_wrapped_starts_at_the_writer():
     bc = Broadcast(3, 2, "int32")
     for i in range(10):                  # no subscriber: nothing holds the writer back
-        bc.send(_frame(bc, i), block=False)
+        bc.send(frame_of(bc, i), block=False)
     sub = bc.subscribe()
     assert sub.qsize() == 0
-    bc.send(_frame(bc, 10))
+    bc.send(frame_of(bc, 10))
     with sub.recv_view() as view:
-        assert _value(view) == 10
+        assert value_of(view) == 10
     assert sub.skipped == 0
 
 
@@ -233,12 +192,12 @@ def test_each_subscriber_has_its_own_cursor():
     bc = Broadcast(8, (2, 2), "int16")
     a, b, c = bc.subscribe(), bc.subscribe(), bc.subscribe()
     for i in range(5):
-        bc.send(_frame(bc, i))
+        bc.send(frame_of(bc, i))
     assert (a.qsize(), b.qsize(), c.qsize()) == (5, 5, 5)
-    assert _value(a.recv()) == 0 and _value(a.recv()) == 1
+    assert value_of(a.recv()) == 0 and value_of(a.recv()) == 1
     out = np.zeros((2, 2), np.int16)
     b.recv_into(out)
-    assert _value(out) == 0
+    assert value_of(out) == 0
     assert (a.qsize(), b.qsize(), c.qsize()) == (3, 4, 5)
     assert _drain(c) == [0, 1, 2, 3, 4]
     assert _drain(a) == [2, 3, 4]
@@ -259,13 +218,13 @@ def test_frames_are_64_byte_aligned_and_every_subscriber_reads_them_in_place():
         for i in range(3):
             with sub.recv_view() as view:
                 assert view.ctypes.data == addresses[i]
-                assert _value(view) == i
+                assert value_of(view) == i
 
 
 def test_subscriber_recv_into_and_recv_view_check_like_ring():
     bc = Broadcast(4, (2, 3), "float32")
     sub = bc.subscribe()
-    bc.send(_frame(bc, 1.5))
+    bc.send(frame_of(bc, 1.5))
     with pytest.raises(ValueError):
         sub.recv_into(np.zeros((3, 2), np.float32))
     with pytest.raises(TypeError):
@@ -289,7 +248,7 @@ def test_subscriber_recv_into_and_recv_view_check_like_ring():
 def test_a_subscribers_view_cannot_be_made_writable():
     bc = Broadcast(2, 4, "int32")
     sub, other = bc.subscribe(), bc.subscribe()
-    bc.send(_frame(bc, 1))
+    bc.send(frame_of(bc, 1))
     try:
         with sub.recv_view() as view:
             with pytest.raises(ValueError):
@@ -322,7 +281,7 @@ def test_writer_send_checks_like_ring():
 def test_a_closed_subscriber_refuses_everything_and_with_closes():
     bc = Broadcast(2, 3)
     with bc.subscribe() as sub:
-        bc.send(_frame(bc, 1))
+        bc.send(frame_of(bc, 1))
     for call in (sub.recv, sub.recv_view, sub.qsize, lambda: sub.recv_into(np.zeros(3, "f4"))):
         with pytest.raises(ValueError):
             call()
@@ -338,7 +297,7 @@ def test_max_readers_limits_live_subscribers():
     third = bc.subscribe()                   # the closed one's entry is free again
     with pytest.raises(RuntimeError):
         bc.subscribe()
-    bc.send(_frame(bc, 4))
+    bc.send(frame_of(bc, 4))
     assert _drain(second) == [4] and _drain(third) == [4]
 
 
@@ -346,20 +305,20 @@ def test_an_entry_is_reused_across_many_subscriptions():
     bc = Broadcast(2, 1, "int64", max_readers=1)
     for i in range(500):
         with bc.subscribe() as sub:
-            bc.send(_frame(bc, i))
-            assert _value(sub.recv(block=False)) == i
+            bc.send(frame_of(bc, i))
+            assert value_of(sub.recv(block=False)) == i
     for i in range(500, 505):                  # and no stale cursor holds the writer back
-        bc.send(_frame(bc, i), block=False)
+        bc.send(frame_of(bc, i), block=False)
 
 
 def test_a_subscriber_is_a_per_process_handle_any_thread_may_use():
     bc = Broadcast(4, 1, "int64")
     sub = bc.subscribe()
-    bc.send(_frame(bc, 1))
-    bc.send(_frame(bc, 2))
-    result, error = _run_in_thread(sub.recv)
-    assert error is None and _value(result) == 1
-    assert _value(sub.recv()) == 2
+    bc.send(frame_of(bc, 1))
+    bc.send(frame_of(bc, 2))
+    result, error = run_in_thread(sub.recv)
+    assert error is None and value_of(result) == 1
+    assert value_of(sub.recv()) == 2
 
 
 def _subscribe_and_hang(bc, ready, never):
@@ -373,12 +332,12 @@ def test_a_dead_subscribers_entry_is_reclaimed(start_method, procs):
     bc = Broadcast(2, 3, max_readers=1)
     ready, never = start_method.Event(), start_method.Event()
     child = procs.start(start_method, _subscribe_and_hang, bc, ready, never)
-    _wait(ready)
+    wait_for(ready)
     with pytest.raises(RuntimeError):
         bc.subscribe()                        # the child's subscriber is alive
-    _sigkill(child)
+    sigkill(child)
     sub = bc.subscribe()
-    bc.send(_frame(bc, 5))
+    bc.send(frame_of(bc, 5))
     assert _drain(sub) == [5]
 
 
@@ -401,7 +360,7 @@ def _use_inherited(box, results):
 def test_a_subscriber_inherited_through_fork_is_the_parents_alone(procs):
     bc = Broadcast(2, 3, "int32", max_readers=1)
     sub = bc.subscribe()
-    bc.send(_frame(bc, 1))
+    bc.send(frame_of(bc, 1))
     results = FORK.SimpleQueue()
     child = procs.start(FORK, _use_inherited, [sub], results)
     assert results.get() == "refused"
@@ -410,10 +369,10 @@ def test_a_subscriber_inherited_through_fork_is_the_parents_alone(procs):
     with pytest.raises(RuntimeError):
         bc.subscribe()                           # the entry is still the parent's
     assert _drain(sub) == [1]
-    bc.send(_frame(bc, 2))
-    bc.send(_frame(bc, 3))
+    bc.send(frame_of(bc, 2))
+    bc.send(frame_of(bc, 3))
     with pytest.raises(queue.Full):              # and it still holds the writer back
-        bc.send(_frame(bc, 4), block=False)
+        bc.send(frame_of(bc, 4), block=False)
 
 
 def _close_inherited(box):
@@ -424,12 +383,12 @@ def _close_inherited(box):
 def test_a_child_closing_an_inherited_handle_leaves_the_parent_the_writer(procs):
     bc = Broadcast(4, 3, "int32")
     sub = bc.subscribe()
-    bc.send(_frame(bc, 1))                     # the parent is the writer
+    bc.send(frame_of(bc, 1))                     # the parent is the writer
     procs.join(procs.start(FORK, _close_inherited, [bc]))
-    assert _value(sub.recv()) == 1
+    assert value_of(sub.recv()) == 1
     with pytest.raises(queue.Empty):           # not EOF: the writer is still here
         sub.recv(timeout=0.01)
-    bc.send(_frame(bc, 2))
+    bc.send(frame_of(bc, 2))
     assert _drain(sub) == [2]
 
 
@@ -441,7 +400,7 @@ def test_bad_max_readers_are_refused(max_readers, error):
 
 
 def _die_inside_reserve(bc, committed, subscribed, ready, never):
-    _wait(subscribed)
+    wait_for(subscribed)
     for value in committed:
         with bc.reserve() as frame:
             frame[...] = value
@@ -459,24 +418,24 @@ def test_a_writer_killed_inside_reserve_published_nothing(start_method, procs, p
     subscribed, ready, never = start_method.Event(), start_method.Event(), start_method.Event()
     child = procs.start(start_method, _die_inside_reserve, bc, [1, 2], subscribed, ready, never)
     subscribed.set()
-    _wait(ready)
-    _sigkill(child)
-    assert _value(sub.recv(timeout=PATIENCE)) == 1
-    assert _value(sub.recv(timeout=PATIENCE)) == 2
+    wait_for(ready)
+    sigkill(child)
+    assert value_of(sub.recv(timeout=PATIENCE)) == 1
+    assert value_of(sub.recv(timeout=PATIENCE)) == 2
     with pytest.raises(EOFError):
         sub.recv(timeout=PATIENCE)
     for i in range(3, 12):                       # a new writer goes on, through every slot
         with bc.reserve(timeout=PATIENCE) as frame:
             frame[...] = i
-        assert _value(sub.recv(block=False)) == i
+        assert value_of(sub.recv(block=False)) == i
     assert sub.skipped == 0
 
 
 def test_a_second_writer_thread_is_refused_naming_the_holder():
     bc = Broadcast(4, 2)
-    bc.send(_frame(bc, 1))
-    for call in (lambda: bc.send(_frame(bc, 2)), bc.reserve):
-        _, error = _run_in_thread(call)
+    bc.send(frame_of(bc, 1))
+    for call in (lambda: bc.send(frame_of(bc, 2)), bc.reserve):
+        _, error = run_in_thread(call)
         assert isinstance(error, RuntimeError), error
         assert str(os.getpid()) in str(error)
 
@@ -509,14 +468,14 @@ def test_one_open_reservation_and_explicit_commit_and_abort():
 def test_writer_close_in_the_same_process_is_eof_after_the_frames():
     bc = Broadcast(4, 3, "int32")
     sub = bc.subscribe()
-    bc.send(_frame(bc, 1))
+    bc.send(frame_of(bc, 1))
     bc.close()
     bc.close()                                 # twice is fine
     with pytest.raises(ValueError, match="closed"):
-        bc.send(_frame(bc, 2))
+        bc.send(frame_of(bc, 2))
     with pytest.raises(ValueError, match="closed"):
         bc.subscribe()
-    assert _value(sub.recv()) == 1             # subscribers made by it stay usable
+    assert value_of(sub.recv()) == 1             # subscribers made by it stay usable
     with pytest.raises(EOFError):
         sub.recv(timeout=PATIENCE)
 
@@ -524,7 +483,7 @@ def test_writer_close_in_the_same_process_is_eof_after_the_frames():
 def test_closing_a_subscriber_wakes_its_own_blocked_recv_and_frees_its_entry():
     bc = Broadcast(2, 3, "int32", max_readers=1)
     sub = bc.subscribe()
-    bc.send(_frame(bc, 0))                     # this thread is the writer
+    bc.send(frame_of(bc, 0))                     # this thread is the writer
     receiver = Call(lambda: (sub.recv(), sub.recv(timeout=PATIENCE)))
     receiver.start()
     deadline = time.monotonic() + PATIENCE
@@ -537,7 +496,7 @@ def test_closing_a_subscriber_wakes_its_own_blocked_recv_and_frees_its_entry():
     assert isinstance(error, ValueError), (result, error)
     assert time.monotonic() - started < 1.0
     again = bc.subscribe()                     # max_readers=1: the entry is free again
-    bc.send(_frame(bc, 1))
+    bc.send(frame_of(bc, 1))
     assert _drain(again) == [1]
 
 
@@ -551,18 +510,18 @@ def test_waiting_releases_the_gil():
     while time.monotonic() < deadline:          # the waiter sleeps without the GIL
         spins += 1
     assert spins > 10_000
-    bc.send(_frame(bc, 1))
+    bc.send(frame_of(bc, 1))
     result, error = waiter.outcome(PATIENCE)
-    assert error is None and _value(result) == 1
+    assert error is None and value_of(result) == 1
 
 
 def test_a_blocked_call_sleeps_instead_of_spinning():
     bc = Broadcast(1, 4, "int64")
     held = bc.subscribe()
-    bc.send(_frame(bc, 0))                      # `held` holds the writer back now
+    bc.send(frame_of(bc, 0))                      # `held` holds the writer back now
     quiet = Broadcast(1, 4, "int64")            # nothing published, writer not gone
     other = quiet.subscribe()
-    for call in (lambda: bc.send(_frame(bc, 1), timeout=0.3),
+    for call in (lambda: bc.send(frame_of(bc, 1), timeout=0.3),
                  lambda: bc.reserve(timeout=0.3),
                  lambda: other.recv(timeout=0.3)):
         started, cpu = time.monotonic(), time.thread_time()
@@ -591,11 +550,11 @@ def test_sleeping_subscribers_are_always_woken(procs):
     subscribed = FORK.Event()
     rounds = 200
     child = procs.start(FORK, _slow_echo, requests, replies, rounds, subscribed)
-    _wait(subscribed)
+    wait_for(subscribed)
     started = time.monotonic()
     for i in range(rounds):
-        requests.send(_frame(requests, i))
-        assert _value(answers.recv(timeout=PATIENCE)) == i + 1
+        requests.send(frame_of(requests, i))
+        assert value_of(answers.recv(timeout=PATIENCE)) == i + 1
     elapsed = time.monotonic() - started
     procs.join(child)
     assert elapsed < rounds * 0.05 / 4, f"{rounds} round trips took {elapsed:.2f} s"
@@ -608,7 +567,7 @@ def _slow_subscriber(bc, n, subscribed, results):
     for i in range(n):
         if i % 50 == 0:
             time.sleep(0.0005)      # lets the writer fill up and go to sleep
-        if _value(sub.recv()) != i:
+        if value_of(sub.recv()) != i:
             bad = f"frame {i}"
             break
     results.put(bad or "ok")
@@ -619,10 +578,10 @@ def test_a_writer_held_back_in_its_sleep_is_woken(procs):
     subscribed, results = FORK.Event(), FORK.SimpleQueue()
     n = 4000
     child = procs.start(FORK, _slow_subscriber, bc, n, subscribed, results)
-    _wait(subscribed)
+    wait_for(subscribed)
     started = time.monotonic()
     for i in range(n):
-        bc.send(_frame(bc, i), timeout=PATIENCE)
+        bc.send(frame_of(bc, i), timeout=PATIENCE)
     assert results.get() == "ok"
     assert time.monotonic() - started < 5
     procs.join(child)
@@ -638,10 +597,10 @@ def test_no_python_memory_grows_per_frame(policy):
 
     def rounds(n):
         for i in range(n):
-            bc.send(_frame(bc, i))
+            bc.send(frame_of(bc, i))
             with bc.reserve() as view:
                 view[...] = i
-            bc.send(_frame(bc, i))
+            bc.send(frame_of(bc, i))
             for sub in subs:
                 sub.recv(block=False)
                 sub.recv_into(out, block=False)
@@ -666,18 +625,18 @@ def test_no_python_memory_grows_per_frame(policy):
 def test_block_policy_holds_the_writer_back_for_the_slowest_subscriber():
     bc = Broadcast(2, 3, "int32")
     fast, slow = bc.subscribe(), bc.subscribe()
-    bc.send(_frame(bc, 0))
-    bc.send(_frame(bc, 1))
+    bc.send(frame_of(bc, 0))
+    bc.send(frame_of(bc, 1))
     assert _drain(fast) == [0, 1]
-    for call in (lambda **kw: bc.send(_frame(bc, 2), **kw), lambda **kw: bc.reserve(**kw)):
+    for call in (lambda **kw: bc.send(frame_of(bc, 2), **kw), lambda **kw: bc.reserve(**kw)):
         with pytest.raises(queue.Full):
             call(block=False)
         started = time.monotonic()
         with pytest.raises(queue.Full):
             call(timeout=0.05)
         assert 0.05 <= time.monotonic() - started < 1.0
-    assert _value(slow.recv()) == 0
-    bc.send(_frame(bc, 2), block=False)     # one slot free again
+    assert value_of(slow.recv()) == 0
+    bc.send(frame_of(bc, 2), block=False)     # one slot free again
     assert _drain(slow) == [1, 2] and _drain(fast) == [2]
     assert slow.skipped == fast.skipped == 0
 
@@ -685,31 +644,31 @@ def test_block_policy_holds_the_writer_back_for_the_slowest_subscriber():
 def test_block_policy_with_no_subscriber_never_waits():
     bc = Broadcast(2, 3, "int32")
     for i in range(10):
-        bc.send(_frame(bc, i), block=False)
+        bc.send(frame_of(bc, i), block=False)
 
 
 def test_a_held_view_holds_the_writer_back():
     bc = Broadcast(2, 3, "int32")
     sub = bc.subscribe()
-    bc.send(_frame(bc, 0))
-    bc.send(_frame(bc, 1))
+    bc.send(frame_of(bc, 0))
+    bc.send(frame_of(bc, 1))
     view = sub.recv_view()
     with pytest.raises(queue.Full):
-        bc.send(_frame(bc, 2), block=False)   # slot of frame 0 is still being read
+        bc.send(frame_of(bc, 2), block=False)   # slot of frame 0 is still being read
     view.release()
-    bc.send(_frame(bc, 2), block=False)
+    bc.send(frame_of(bc, 2), block=False)
     assert _drain(sub) == [1, 2]
 
 
 def test_closing_the_slow_subscriber_releases_a_blocked_writer():
     bc = Broadcast(2, 3, "int32")
     fast, slow = bc.subscribe(), bc.subscribe()
-    bc.send(_frame(bc, 0))
-    bc.send(_frame(bc, 1))
+    bc.send(frame_of(bc, 0))
+    bc.send(frame_of(bc, 1))
     _drain(fast)
     closer = Call(slow.close)          # while this thread waits in send
     closer.start()
-    bc.send(_frame(bc, 2), timeout=PATIENCE)
+    bc.send(frame_of(bc, 2), timeout=PATIENCE)
     assert closer.outcome(PATIENCE) == (None, None)
     assert _drain(fast) == [2]
 
@@ -727,20 +686,20 @@ def test_a_dead_slow_subscriber_stops_holding_the_writer_back(start_method, proc
     fast = bc.subscribe()
     ready, never = start_method.Event(), start_method.Event()
     child = procs.start(start_method, _subscribe_read_and_hang, bc, 0, ready, never)
-    _wait(ready)
-    bc.send(_frame(bc, 0))
-    bc.send(_frame(bc, 1))
+    wait_for(ready)
+    bc.send(frame_of(bc, 0))
+    bc.send(frame_of(bc, 1))
     assert _drain(fast) == [0, 1]
     with pytest.raises(queue.Full):
-        bc.send(_frame(bc, 2), timeout=0.02)    # the child is alive and reads nothing
-    killer = Call(_sigkill, child)     # while this thread waits in send
+        bc.send(frame_of(bc, 2), timeout=0.02)    # the child is alive and reads nothing
+    killer = Call(sigkill, child)     # while this thread waits in send
     started = time.monotonic()
     killer.start()
-    bc.send(_frame(bc, 2), timeout=PATIENCE)
+    bc.send(frame_of(bc, 2), timeout=PATIENCE)
     assert time.monotonic() - started < 2.0     # noticed within a few wait slices
     assert killer.outcome(PATIENCE) == (None, None)
     for i in range(3, 10):                      # and it no longer counts at all
-        bc.send(_frame(bc, i), timeout=PATIENCE)
+        bc.send(frame_of(bc, i), timeout=PATIENCE)
         assert _drain(fast) == ([2, i] if i == 3 else [i])
 
 
@@ -756,18 +715,18 @@ def test_a_subscriber_whose_process_exited_stops_holding_the_writer_back(start_m
     bc = Broadcast(2, 3, "int64")
     subscribed = start_method.Event()
     child = procs.start(start_method, _subscribe_read_and_exit, bc, 1, subscribed)
-    _wait(subscribed)
-    bc.send(_frame(bc, 0))
+    wait_for(subscribed)
+    bc.send(frame_of(bc, 0))
     procs.join(child)                          # exited and reaped: not even a zombie
     started = time.monotonic()
     for i in range(1, 6):
-        bc.send(_frame(bc, i), timeout=PATIENCE)
+        bc.send(frame_of(bc, i), timeout=PATIENCE)
     assert time.monotonic() - started < 2.0
     assert bc.subscribe() is not None          # its entry is free too
 
 
 def _publish_n(bc, n, subscribed):
-    _wait(subscribed)
+    wait_for(subscribed)
     for i in range(n):
         bc.send(np.full(bc.shape, i, bc.dtype))
 
@@ -782,7 +741,7 @@ def test_releasing_a_view_wakes_a_writer_held_back_in_its_sleep(procs):
     started = time.monotonic()
     for i in range(rounds):
         with sub.recv_view(timeout=PATIENCE) as view:
-            assert _value(view) == i
+            assert value_of(view) == i
             time.sleep(0.0002)         # the writer, held back, goes to sleep
     elapsed = time.monotonic() - started
     procs.join(child)
@@ -795,7 +754,7 @@ def test_skip_policy_never_blocks_and_counts_what_a_subscriber_lost():
     bc = Broadcast(4, 3, "int64", policy="skip")
     sub = bc.subscribe()
     for i in range(10):
-        bc.send(_frame(bc, i), block=False)      # never queue.Full
+        bc.send(frame_of(bc, i), block=False)      # never queue.Full
         with bc.reserve(block=False) as frame:
             frame[...] = 100 + i
     # 20 frames published into 4 slots: the last 4 are still there.
@@ -810,11 +769,11 @@ def test_skip_policy_exactly_slots_behind_loses_nothing():
     bc = Broadcast(4, 3, "int64", policy="skip")
     sub = bc.subscribe()
     for i in range(4):
-        bc.send(_frame(bc, i))
+        bc.send(frame_of(bc, i))
     assert sub.qsize() == 4
     assert _drain(sub) == [0, 1, 2, 3] and sub.skipped == 0
     for i in range(4, 9):                        # one past: the oldest is lost
-        bc.send(_frame(bc, i))
+        bc.send(frame_of(bc, i))
     assert _drain(sub) == [5, 6, 7, 8] and sub.skipped == 1
 
 
@@ -823,7 +782,7 @@ def test_skip_policy_counts_per_subscriber():
     keeping_up, lagging = bc.subscribe(), bc.subscribe()
     got = []
     for i in range(12):
-        bc.send(_frame(bc, i))
+        bc.send(frame_of(bc, i))
         got += _drain(keeping_up)
     assert got == list(range(12)) and keeping_up.skipped == 0
     assert _drain(lagging) == [9, 10, 11] and lagging.skipped == 9
@@ -833,7 +792,7 @@ def test_skip_counts_are_zero_with_the_block_policy():
     bc = Broadcast(2, 2, "int32")
     sub = bc.subscribe()
     for i in range(6):
-        bc.send(_frame(bc, i))
+        bc.send(frame_of(bc, i))
         assert _drain(sub) == [i]
     assert sub.skipped == 0
 
@@ -841,16 +800,16 @@ def test_skip_counts_are_zero_with_the_block_policy():
 def test_a_reservation_held_open_in_skip_mode_hides_only_the_frame_it_overwrites():
     bc = Broadcast(2, 3, "int64", policy="skip")
     sub = bc.subscribe()
-    bc.send(_frame(bc, 0))
-    bc.send(_frame(bc, 1))
+    bc.send(frame_of(bc, 0))
+    bc.send(frame_of(bc, 1))
     res = bc.reserve()                         # frame 2, in the slot of frame 0
     with res as frame:
         frame[...] = 2
-        assert _value(sub.recv(block=False)) == 1      # frame 0 is gone, frame 1 whole
+        assert value_of(sub.recv(block=False)) == 1      # frame 0 is gone, frame 1 whole
         assert sub.skipped == 1
         with pytest.raises(queue.Empty):
             sub.recv(block=False)              # frame 2 is not published yet
-    assert _value(sub.recv(block=False)) == 2
+    assert value_of(sub.recv(block=False)) == 2
     assert sub.skipped == 1
 
 
@@ -859,13 +818,13 @@ def test_an_abandoned_reservation_is_accounted_for_in_skip_mode():
     # frame 0 is lost to a subscriber that had not read it, and counted.
     bc = Broadcast(2, 3, "int64", policy="skip")
     sub = bc.subscribe()
-    bc.send(_frame(bc, 0))
-    bc.send(_frame(bc, 1))
+    bc.send(frame_of(bc, 0))
+    bc.send(frame_of(bc, 1))
     with pytest.raises(ZeroDivisionError):
         with bc.reserve() as frame:
             frame[...] = -1
             1 / 0
-    bc.send(_frame(bc, 2))
+    bc.send(frame_of(bc, 2))
     got = _drain(sub)
     assert -1 not in got
     assert got == sorted(got) and got[-1] == 2
@@ -875,24 +834,24 @@ def test_an_abandoned_reservation_is_accounted_for_in_skip_mode():
 def test_an_abandoned_reservation_costs_nothing_in_block_mode():
     bc = Broadcast(2, 3, "int64")
     sub = bc.subscribe()
-    bc.send(_frame(bc, 0))
+    bc.send(frame_of(bc, 0))
     with pytest.raises(ZeroDivisionError):
         with bc.reserve() as frame:
             frame[...] = -1
             1 / 0
-    bc.send(_frame(bc, 1))
+    bc.send(frame_of(bc, 1))
     assert _drain(sub) == [0, 1] and sub.skipped == 0
 
 
 def test_a_view_overwritten_while_held_raises_frame_overwritten_on_release():
     bc = Broadcast(2, 4, "int64", policy="skip")
     sub = bc.subscribe()
-    bc.send(_frame(bc, 0))
+    bc.send(frame_of(bc, 0))
     frame = sub.recv_view()
     with frame as view:
-        assert _value(view) == 0
+        assert value_of(view) == 0
         for i in range(1, 4):                   # laps the viewed slot
-            bc.send(_frame(bc, i), block=False)
+            bc.send(frame_of(bc, i), block=False)
         with pytest.raises(FrameOverwritten):
             frame.release()
     # frame 0 was torn (counted as skipped), frame 1 overwritten by frame 3
@@ -904,10 +863,10 @@ def test_a_view_overwritten_while_held_raises_frame_overwritten_on_release():
 def test_frame_overwritten_leaves_the_with_block():
     bc = Broadcast(1, 4, "int64", policy="skip")
     sub = bc.subscribe()
-    bc.send(_frame(bc, 0))
+    bc.send(frame_of(bc, 0))
     with pytest.raises(FrameOverwritten):
         with sub.recv_view() as view:
-            bc.send(_frame(bc, 1))
+            bc.send(frame_of(bc, 1))
             assert isinstance(view, np.ndarray)
     assert sub.skipped == 1
     assert _drain(sub) == [1]
@@ -916,10 +875,10 @@ def test_frame_overwritten_leaves_the_with_block():
 def test_a_view_not_overwritten_releases_quietly():
     bc = Broadcast(2, 4, "int64", policy="skip")
     sub = bc.subscribe()
-    bc.send(_frame(bc, 0))
+    bc.send(frame_of(bc, 0))
     with sub.recv_view() as view:
-        bc.send(_frame(bc, 1))                  # another slot
-        assert _value(view) == 0
+        bc.send(frame_of(bc, 1))                  # another slot
+        assert value_of(view) == 0
     assert sub.skipped == 0
     assert _drain(sub) == [1]
 
@@ -929,7 +888,7 @@ STRESS_FRAMES = 600
 
 
 def _publish_uniform_frames(bc, n, ready):
-    _wait(ready)
+    wait_for(ready)
     for i in range(n):
         if i % 2:
             with bc.reserve() as frame:
@@ -951,15 +910,15 @@ def test_skip_policy_never_returns_a_torn_frame(start_method, procs):
         try:
             kind = len(received) % 3
             if kind == 0:
-                received.append(_value(sub.recv(timeout=PATIENCE)))
+                received.append(value_of(sub.recv(timeout=PATIENCE)))
             elif kind == 1:
                 sub.recv_into(out, timeout=PATIENCE)
-                received.append(_value(out))
+                received.append(value_of(out))
             else:
                 with sub.recv_view(timeout=PATIENCE) as view:
                     copy = np.array(view)
                 # not overwritten while viewed (else FrameOverwritten): whole
-                received.append(_value(copy))
+                received.append(value_of(copy))
         except EOFError:
             break
         except FrameOverwritten:
@@ -999,12 +958,12 @@ def test_subscribers_joining_a_running_stream_start_exactly_where_they_joined(
         before = published.value             # frames below this were published before
         sub = bc.subscribe()
         after = published.value              # frame after + 1 is sent after subscribe returned
-        first = _value(sub.recv(timeout=PATIENCE))
+        first = value_of(sub.recv(timeout=PATIENCE))
         start = first - sub.skipped           # where its cursor began
         assert before <= start <= after + 1, (before, start, after, sub.skipped)
         previous = first
         for _ in range(5):                    # then on, frame after frame
-            got = _value(sub.recv(timeout=PATIENCE))
+            got = value_of(sub.recv(timeout=PATIENCE))
             assert got > previous
             assert got - previous - 1 <= sub.skipped
             previous = got
@@ -1016,7 +975,7 @@ def test_subscribers_joining_a_running_stream_start_exactly_where_they_joined(
 
 
 def _publish_forever(bc, subscribed):
-    _wait(subscribed)
+    wait_for(subscribed)
     i = 0
     while True:
         if i % 2:
@@ -1034,11 +993,11 @@ def test_a_writer_killed_mid_stream_leaves_only_whole_frames(procs, policy):
     subscribed = FORK.Event()
     child = procs.start(FORK, _publish_forever, bc, subscribed)
     subscribed.set()
-    received = [_value(sub.recv(timeout=PATIENCE)) for _ in range(5)]
-    _sigkill(child)
+    received = [value_of(sub.recv(timeout=PATIENCE)) for _ in range(5)]
+    sigkill(child)
     while True:
         try:
-            received.append(_value(sub.recv(timeout=PATIENCE)))
+            received.append(value_of(sub.recv(timeout=PATIENCE)))
         except EOFError:
             break
     assert received == sorted(set(received))
@@ -1050,12 +1009,12 @@ def test_a_writer_killed_mid_stream_leaves_only_whole_frames(procs, policy):
 # -- EOF ------------------------------------------------------------------------------------------
 
 def _publish_and_close(bc, values, subscribed, closed, finish):
-    _wait(subscribed)
+    wait_for(subscribed)
     for value in values:
         bc.send(np.full(bc.shape, value, bc.dtype))
     bc.close()
     closed.set()
-    _wait(finish)
+    wait_for(finish)
 
 
 def test_eof_after_the_writer_closes_and_everything_is_read(procs):
@@ -1064,13 +1023,13 @@ def test_eof_after_the_writer_closes_and_everything_is_read(procs):
     child = procs.start(FORK, _publish_and_close, bc, [1, 2, 3], subscribed, closed, finish)
     sub = bc.subscribe()
     subscribed.set()
-    _wait(closed)
+    wait_for(closed)
     out = np.zeros(3, np.int32)
-    assert _value(sub.recv()) == 1
+    assert value_of(sub.recv()) == 1
     sub.recv_into(out)
-    assert _value(out) == 2
+    assert value_of(out) == 2
     with sub.recv_view() as view:
-        assert _value(view) == 3
+        assert value_of(view) == 3
     started = time.monotonic()
     for call in (lambda: sub.recv(timeout=PATIENCE), lambda: sub.recv_view(block=False),
                  lambda: sub.recv_into(out, timeout=PATIENCE)):
@@ -1082,7 +1041,7 @@ def test_eof_after_the_writer_closes_and_everything_is_read(procs):
 
 
 def _publish_and_hang(bc, values, subscribed, ready, never):
-    _wait(subscribed)
+    wait_for(subscribed)
     for value in values:
         bc.send(np.full(bc.shape, value, bc.dtype))
     ready.set()
@@ -1095,10 +1054,10 @@ def test_eof_after_the_writer_dies(start_method, procs):
     child = procs.start(start_method, _publish_and_hang, bc, [1, 2], subscribed, ready, never)
     sub = bc.subscribe()
     subscribed.set()
-    _wait(ready)
-    assert _value(sub.recv()) == 1
-    _sigkill(child)
-    assert _value(sub.recv()) == 2          # published before the death: still there
+    wait_for(ready)
+    assert value_of(sub.recv()) == 1
+    sigkill(child)
+    assert value_of(sub.recv()) == 2          # published before the death: still there
     started = time.monotonic()
     with pytest.raises(EOFError):
         sub.recv(timeout=PATIENCE)
@@ -1109,10 +1068,10 @@ def test_dropping_the_writers_handle_is_eof_for_its_own_subscribers():
     import gc
     bc = Broadcast(4, 3, "int32")
     sub = bc.subscribe()
-    bc.send(_frame(bc, 1))
+    bc.send(frame_of(bc, 1))
     del bc                                     # the subscriber does not keep it alive
     gc.collect()
-    assert _value(sub.recv()) == 1
+    assert value_of(sub.recv()) == 1
     with pytest.raises(EOFError):
         sub.recv(timeout=PATIENCE)
 
@@ -1123,9 +1082,9 @@ def test_a_subscriber_blocked_before_the_writer_dies_gets_eof(procs):
     child = procs.start(FORK, _publish_and_hang, bc, [1], subscribed, ready, never)
     sub = bc.subscribe()
     subscribed.set()
-    _wait(ready)
-    assert _value(sub.recv()) == 1
-    killer = Call(_sigkill, child)             # while this thread waits in recv
+    wait_for(ready)
+    assert value_of(sub.recv()) == 1
+    killer = Call(sigkill, child)             # while this thread waits in recv
     killer.start()
     started = time.monotonic()
     with pytest.raises(EOFError):
@@ -1136,10 +1095,10 @@ def test_a_subscriber_blocked_before_the_writer_dies_gets_eof(procs):
 
 def test_a_subscriber_blocked_when_the_writer_closes_gets_eof(procs):
     bc = Broadcast(4, 3, "int32")
-    bc.send(_frame(bc, 0))                          # the parent is the writer
+    bc.send(frame_of(bc, 0))                          # the parent is the writer
     ready, results = FORK.Event(), FORK.SimpleQueue()
     child = procs.start(FORK, _subscribe_then_wait_for_eof, bc, ready, results)
-    _wait(ready)
+    wait_for(ready)
     wait_until_sleeping(child.pid)
     started = time.monotonic()
     bc.close()
@@ -1207,7 +1166,7 @@ def test_every_subscriber_process_gets_every_frame(start_method, procs):
             with bc.reserve(timeout=PATIENCE) as frame:
                 frame[...] = i
         else:
-            bc.send(_frame(bc, i), timeout=PATIENCE)
+            bc.send(frame_of(bc, i), timeout=PATIENCE)
     bc.close()
     assert [results.get(), results.get()] == ["ok skipped=0"] * 2
     procs.join()
@@ -1248,7 +1207,7 @@ def test_no_descriptor_or_segment_outlives_the_broadcast(start_method, procs, le
     child = procs.start(start_method, _subscribe_and_check, bc, 100, subscribed, results)
     assert subscribed.acquire(timeout=PATIENCE)
     for i in range(100):
-        bc.send(_frame(bc, i), timeout=PATIENCE)
+        bc.send(frame_of(bc, i), timeout=PATIENCE)
     bc.close()
     assert results.get() == "ok skipped=0"
     procs.join(child)
@@ -1276,37 +1235,12 @@ _BUSY_BUT_NEVER_WAITING = """
     """
 
 
-def _futex_calls(tmp_path, iterations, script_text=None, *args):
-    """futex system calls of a fresh interpreter running the loop above (or
-    `script_text`) with `iterations` (and `args`) as its arguments."""
-    import shutil
-    strace = shutil.which("strace")
-    if strace is None:
-        pytest.skip("strace is not installed")
-    script = tmp_path / "busy.py"
-    script.write_text(textwrap.dedent(script_text or _BUSY_BUT_NEVER_WAITING))
-    counts = tmp_path / f"futex-{iterations}.txt"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p),
-               OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
-    done = subprocess.run([strace, "-f", "-qq", "-c", "-e", "trace=futex", "-o", str(counts),
-                           sys.executable, str(script), str(iterations), *args],
-                          env=env, cwd=tmp_path, capture_output=True, text=True,
-                          timeout=PATIENCE)
-    if done.returncode != 0 and "ptrace" in done.stderr:
-        pytest.skip(f"strace cannot trace here: {done.stderr.strip()}")
-    assert done.returncode == 0, done.stderr
-    for line in counts.read_text().splitlines():
-        fields = line.split()
-        if fields and fields[-1] == "futex":
-            return int(fields[3])
-    return 0
-
-
 def test_no_futex_calls_while_nobody_sleeps(tmp_path):
     # Thousands of frames through the broadcast with nobody ever waiting: the
     # number of futex system calls must not grow with them (no FUTEX_WAKE
     # when nobody sleeps); a few come from the interpreter and NumPy.
-    few, many = _futex_calls(tmp_path, 10), _futex_calls(tmp_path, 3000)
+    few = futex_calls(tmp_path, _BUSY_BUT_NEVER_WAITING, 10)
+    many = futex_calls(tmp_path, _BUSY_BUT_NEVER_WAITING, 3000)
     assert many - few < 50, f"futex calls: {few} for 10 rounds, {many} for 3000"
 
 
@@ -1348,8 +1282,8 @@ _AFTER_A_SLEEPER_DIED = """
 @pytest.mark.parametrize("policy", ["block", "skip"])
 def test_a_subscriber_killed_asleep_does_not_cost_every_later_frame_a_wake(tmp_path, policy):
     # (block: the dead cursor holds the writer back once, for one wait slice)
-    few = _futex_calls(tmp_path, 10, _AFTER_A_SLEEPER_DIED, policy)
-    many = _futex_calls(tmp_path, 3000, _AFTER_A_SLEEPER_DIED, policy)
+    few = futex_calls(tmp_path, _AFTER_A_SLEEPER_DIED, 10, policy)
+    many = futex_calls(tmp_path, _AFTER_A_SLEEPER_DIED, 3000, policy)
     assert many - few < 50, f"futex calls: {few} for 10 frames, {many} for 3000"
 
 
@@ -1372,11 +1306,7 @@ _BLOCKED_CALLS = {
 @pytest.mark.parametrize("call", sorted(_BLOCKED_CALLS))
 def test_ctrl_c_interrupts_a_blocked_call_promptly(call, tmp_path):
     code = "from fastmp._broadcast import Broadcast\n" + _BLOCKED_CALLS[call]
-    child = start_fresh_python(code, tmp_path)
-    out, err, elapsed = interrupted_output(child)
-    assert "KeyboardInterrupt" in err
-    assert child.returncode != 0
-    assert elapsed < 2.0
+    assert_ctrl_c_interrupts_promptly(code, tmp_path)
 
 
 # -- without NumPy --------------------------------------------------------------------------------
@@ -1427,11 +1357,4 @@ _WITHOUT_NUMPY = """
 
 
 def test_without_numpy_frames_are_memoryviews(tmp_path):
-    child = start_fresh_python(textwrap.dedent(_WITHOUT_NUMPY), tmp_path)
-    try:
-        out, err = child.communicate(timeout=PATIENCE)
-    finally:
-        child.kill()
-        child.wait()
-    assert child.returncode == 0, err
-    assert out.strip() == "ok"
+    assert fresh_python(_WITHOUT_NUMPY, tmp_path).strip() == "ok"

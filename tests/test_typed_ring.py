@@ -15,16 +15,14 @@ import os
 import pickle
 import queue
 import re
-import signal
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 
 import numpy as np
 import pytest
-from conftest import Call, interrupted_output, start_fresh_python, wait_until_sleeping
+from conftest import Call, assert_ctrl_c_interrupts_promptly, wait_until_sleeping
+from frames_support import (PATIENCE, frame_of, fresh_python, futex_calls, run_in_thread, sigkill,
+                            wait_for)
 
 try:
     from fastmp._typed_ring import Ring
@@ -35,40 +33,6 @@ pytestmark = [pytest.mark.timeout(60),
               pytest.mark.skipif(Ring is None, reason="fastmp._typed_ring is not built")]
 
 FORK = multiprocessing.get_context("fork")
-#: Safety net for every wait that should end at once.
-PATIENCE = 30
-
-
-def _wait(event):
-    assert event.wait(PATIENCE), "the other process never got there"
-
-
-def _run_in_thread(fn, *args, **kwargs):
-    call = Call(lambda: fn(*args, **kwargs))
-    call.start()
-    return call.outcome(PATIENCE)
-
-
-def _sigkill(proc):
-    """Kill without reaping: a fork or spawn child stays a zombie, as it would
-    for a parent that has not joined it yet (a forkserver child is the
-    forkserver's to reap).  Returns once the process is dead."""
-    os.kill(proc.pid, signal.SIGKILL)
-    deadline = time.monotonic() + PATIENCE
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{proc.pid}/stat") as stat:
-                if stat.read().rsplit(")", 1)[1].split()[0] in "ZX":
-                    return
-        except (FileNotFoundError, ProcessLookupError):
-            return
-        time.sleep(0.001)
-    raise AssertionError("the child did not die")
-
-
-def _frame(ring, value):
-    """A frame of the ring's shape and dtype, every element `value`."""
-    return np.full(ring.shape, value, dtype=ring.dtype)
 
 
 def _assert_frame(frame, ring, value):
@@ -330,8 +294,8 @@ def test_only_one_open_reservation_per_handle():
 
 def test_reserve_on_a_full_ring_times_out():
     ring = Ring(2, 3, "float32")
-    ring.send(_frame(ring, 1))
-    ring.send(_frame(ring, 2))
+    ring.send(frame_of(ring, 1))
+    ring.send(frame_of(ring, 2))
     assert ring.full() and ring.qsize() == 2
     with pytest.raises(queue.Full):
         ring.reserve(block=False)
@@ -365,13 +329,13 @@ def test_a_view_kept_after_commit_never_writes_into_a_later_frame():
 
 def test_a_recv_view_cannot_be_made_writable():
     ring = Ring(2, 4, "int32")
-    ring.send(_frame(ring, 1))
+    ring.send(frame_of(ring, 1))
     with ring.recv_view() as view:
         with pytest.raises(ValueError):
             view.flags.writeable = True
         with pytest.raises(ValueError):
             np.copyto(view, 5)
-    ring.send(_frame(ring, 2))
+    ring.send(frame_of(ring, 2))
     with ring.recv_view() as again:
         _assert_frame(again, ring, 2)
 
@@ -491,14 +455,14 @@ def test_send_of_something_that_is_no_buffer_is_a_type_error():
 
 def test_send_on_a_full_ring_times_out():
     ring = Ring(1, 3, "float64")
-    ring.send(_frame(ring, 1))
+    ring.send(frame_of(ring, 1))
     with pytest.raises(queue.Full):
-        ring.send(_frame(ring, 2), block=False)
+        ring.send(frame_of(ring, 2), block=False)
     with pytest.raises(queue.Full):
-        ring.send(_frame(ring, 2), True, -1)
+        ring.send(frame_of(ring, 2), True, -1)
     started = time.monotonic()
     with pytest.raises(queue.Full):
-        ring.send(_frame(ring, 2), timeout=0.05)
+        ring.send(frame_of(ring, 2), timeout=0.05)
     assert 0.05 <= time.monotonic() - started < 1.0
     _assert_frame(ring.recv(), ring, 1)
     assert ring.empty()
@@ -506,11 +470,11 @@ def test_send_on_a_full_ring_times_out():
 
 def test_bad_timeouts_are_refused():
     ring = Ring(2, 3, "float64")
-    ring.send(_frame(ring, 1))
+    ring.send(frame_of(ring, 1))
     with pytest.raises(TypeError):
         ring.recv(timeout="soon")
     with pytest.raises(ValueError):
-        ring.send(_frame(ring, 2), timeout=float("nan"))
+        ring.send(frame_of(ring, 2), timeout=float("nan"))
     with pytest.raises(ValueError):
         ring.reserve(timeout=float("nan"))
     _assert_frame(ring.recv(), ring, 1)
@@ -521,11 +485,11 @@ def test_bad_timeouts_are_refused():
 
 def test_recv_returns_a_new_array_each_time():
     ring = Ring(1, (2, 2), "int32")
-    ring.send(_frame(ring, 1))
+    ring.send(frame_of(ring, 1))
     first = ring.recv()
     assert first.flags.writeable and first.flags.c_contiguous
     first[:] = 99                      # it is the caller's: no effect on the ring
-    ring.send(_frame(ring, 2))         # the one slot is reused
+    ring.send(frame_of(ring, 2))         # the one slot is reused
     _assert_frame(first, ring, 99)
     second = ring.recv()
     _assert_frame(second, ring, 2)
@@ -550,7 +514,7 @@ def test_recv_on_an_empty_ring_times_out():
 def test_recv_into_fills_any_writable_array_of_the_right_shape():
     ring = Ring(4, (2, 3), "int64")
     for i in range(3):
-        ring.send(_frame(ring, i))
+        ring.send(frame_of(ring, i))
     out = np.full((2, 3), -1, dtype=np.int64)
     assert ring.recv_into(out) is None
     _assert_frame(out, ring, 0)
@@ -573,7 +537,7 @@ def test_recv_into_fills_any_writable_array_of_the_right_shape():
 ], ids=["transposed", "flat", "int32", "float64", "uint64", "bytearray"])
 def test_recv_into_a_mismatched_buffer_takes_nothing(out, error):
     ring = Ring(2, (2, 3), "int64")
-    ring.send(_frame(ring, 4))
+    ring.send(frame_of(ring, 4))
     with pytest.raises(error):
         ring.recv_into(out)
     assert ring.qsize() == 1
@@ -594,7 +558,7 @@ def test_recv_into_a_read_only_buffer_takes_nothing():
 
 def test_recv_view_is_read_only_and_releases_the_slot_on_exit():
     ring = Ring(1, 4, "float32")
-    ring.send(_frame(ring, 2.5))
+    ring.send(frame_of(ring, 2.5))
     with ring.recv_view() as view:
         assert isinstance(view, np.ndarray)
         assert view.shape == (4,) and view.dtype == np.float32
@@ -604,17 +568,17 @@ def test_recv_view_is_read_only_and_releases_the_slot_on_exit():
         assert (view == 2.5).all()
         # still held: the writer cannot have the slot yet
         with pytest.raises(queue.Full):
-            ring.send(_frame(ring, 3), block=False)
+            ring.send(frame_of(ring, 3), block=False)
     assert ring.empty()
     assert not view.flags.writeable                 # stays read-only after release
-    ring.send(_frame(ring, 3), block=False)
+    ring.send(frame_of(ring, 3), block=False)
     _assert_frame(ring.recv(), ring, 3)
 
 
 def test_explicit_release_and_one_open_view_per_handle():
     ring = Ring(4, 2, "int8")
     for i in range(3):
-        ring.send(_frame(ring, i))
+        ring.send(frame_of(ring, i))
     frame = ring.recv_view()
     with pytest.raises(RuntimeError):
         ring.recv_view()
@@ -630,8 +594,8 @@ def test_explicit_release_and_one_open_view_per_handle():
 
 def test_an_exception_inside_recv_view_still_releases_the_slot():
     ring = Ring(2, 2, "int8")
-    ring.send(_frame(ring, 1))
-    ring.send(_frame(ring, 2))
+    ring.send(frame_of(ring, 1))
+    ring.send(frame_of(ring, 2))
     with pytest.raises(ZeroDivisionError):
         with ring.recv_view() as view:
             _assert_frame(view, ring, 1)
@@ -645,7 +609,7 @@ def test_queries_follow_the_frames():
     states = []
     for i in range(3):
         states.append((ring.qsize(), ring.empty(), ring.full()))
-        ring.send(_frame(ring, i))
+        ring.send(frame_of(ring, i))
     states.append((ring.qsize(), ring.empty(), ring.full()))
     assert states == [(0, True, False), (1, False, False), (2, False, False), (3, False, True)]
     res = ring.recv_view()
@@ -662,7 +626,7 @@ def test_wrap_around_keeps_every_frame_in_order():
     for round_ in range(300):
         for _ in range(sizes[round_ % len(sizes)]):
             if sent % 3 == 0:
-                ring.send(_frame(ring, sent))
+                ring.send(frame_of(ring, sent))
             else:
                 with ring.reserve() as frame:
                     frame[:] = sent
@@ -717,9 +681,9 @@ def test_no_python_memory_grows_per_frame():
 
 def test_a_second_writer_thread_is_refused_naming_the_holder():
     ring = Ring(4, 2, "float64")
-    ring.send(_frame(ring, 1))
-    for call in (lambda: ring.send(_frame(ring, 2)), ring.reserve):
-        _, error = _run_in_thread(call)
+    ring.send(frame_of(ring, 1))
+    for call in (lambda: ring.send(frame_of(ring, 2)), ring.reserve):
+        _, error = run_in_thread(call)
         assert isinstance(error, RuntimeError), error
         assert str(os.getpid()) in str(error)
     assert ring.qsize() == 1
@@ -727,12 +691,12 @@ def test_a_second_writer_thread_is_refused_naming_the_holder():
 
 def test_a_second_reader_thread_is_refused_naming_the_holder():
     ring = Ring(4, 2, "float64")
-    ring.send(_frame(ring, 1))
-    ring.send(_frame(ring, 2))
+    ring.send(frame_of(ring, 1))
+    ring.send(frame_of(ring, 2))
     _assert_frame(ring.recv(), ring, 1)
     out = np.zeros(2)
     for call in (ring.recv, ring.recv_view, lambda: ring.recv_into(out)):
-        _, error = _run_in_thread(call)
+        _, error = run_in_thread(call)
         assert isinstance(error, RuntimeError), error
         assert str(os.getpid()) in str(error)
     _assert_frame(ring.recv(), ring, 2)
@@ -746,7 +710,7 @@ def _in_thread_that_ends(fn):
         tids.append(threading.get_native_id())
         fn()
 
-    _, error = _run_in_thread(run)
+    _, error = run_in_thread(run)
     assert error is None, error
     deadline = time.monotonic() + PATIENCE
     while os.path.exists(f"/proc/self/task/{tids[0]}"):
@@ -756,9 +720,9 @@ def _in_thread_that_ends(fn):
 
 def test_a_claim_whose_thread_has_ended_is_taken_over():
     ring = Ring(4, 2, "float64")
-    _in_thread_that_ends(lambda: ring.send(_frame(ring, 1)))
+    _in_thread_that_ends(lambda: ring.send(frame_of(ring, 1)))
     _in_thread_that_ends(lambda: _assert_frame(ring.recv(), ring, 1))
-    ring.send(_frame(ring, 2))           # this thread takes both roles over
+    ring.send(frame_of(ring, 2))           # this thread takes both roles over
     _assert_frame(ring.recv(), ring, 2)
 
 
@@ -773,7 +737,7 @@ def _try_to_write(ring, results):
 
 def test_a_second_writer_process_is_refused(procs):
     ring = Ring(4, 2, "float64")
-    ring.send(_frame(ring, 1))           # the parent is the writer
+    ring.send(frame_of(ring, 1))           # the parent is the writer
     results = FORK.SimpleQueue()
     child = procs.start(FORK, _try_to_write, ring, results)
     outcome, text = results.get()
@@ -788,16 +752,16 @@ def _write_close_and_wait(ring, values, closed, finish):
         ring.send(np.full(ring.shape, value, ring.dtype))
     ring.close()
     closed.set()
-    _wait(finish)
+    wait_for(finish)
 
 
 def test_a_closed_writer_is_replaced_and_its_frames_read_first(procs):
     ring = Ring(4, 2, "int32")
     closed, finish = FORK.Event(), FORK.Event()
     child = procs.start(FORK, _write_close_and_wait, ring, [1, 2], closed, finish)
-    _wait(closed)                        # alive, but closed
+    wait_for(closed)                        # alive, but closed
     _assert_frame(ring.recv(), ring, 1)
-    ring.send(_frame(ring, 3))           # the parent takes the writer role over
+    ring.send(frame_of(ring, 3))           # the parent takes the writer role over
     _assert_frame(ring.recv(), ring, 2)
     _assert_frame(ring.recv(), ring, 3)
     finish.set()
@@ -809,16 +773,16 @@ def _read_close_then_wait(ring, count, closed, finish):
         ring.recv()
     ring.close()
     closed.set()
-    _wait(finish)
+    wait_for(finish)
 
 
 def test_a_closed_reader_is_replaced_and_nothing_is_lost(procs):
     ring = Ring(4, 2, "int32")
     for i in range(3):
-        ring.send(_frame(ring, i))
+        ring.send(frame_of(ring, i))
     closed, finish = FORK.Event(), FORK.Event()
     child = procs.start(FORK, _read_close_then_wait, ring, 1, closed, finish)
-    _wait(closed)                              # alive, but closed
+    wait_for(closed)                              # alive, but closed
     _assert_frame(ring.recv(), ring, 1)         # the parent takes the reader role over
     _assert_frame(ring.recv(), ring, 2)
     finish.set()
@@ -837,12 +801,12 @@ def _drop_inherited(box, close=False):
 @pytest.mark.parametrize("close", [False, True], ids=["dropped", "closed"])
 def test_a_child_dropping_an_inherited_handle_leaves_the_parents_claims(procs, close):
     ring = Ring(4, 2, "int32")
-    ring.send(_frame(ring, 1))                 # the parent is writer and reader
+    ring.send(frame_of(ring, 1))                 # the parent is writer and reader
     _assert_frame(ring.recv(), ring, 1)
     procs.join(procs.start(FORK, _drop_inherited, [ring], close))
     with pytest.raises(queue.Empty):           # not EOF: the writer is still here
         ring.recv(timeout=0.01)
-    _, error = _run_in_thread(lambda: ring.send(_frame(ring, 2)))
+    _, error = run_in_thread(lambda: ring.send(frame_of(ring, 2)))
     assert isinstance(error, RuntimeError)      # and still holds its role
 
 
@@ -854,7 +818,7 @@ def _send_then_drop(box, values, dropped, finish):
     del ring
     gc.collect()
     dropped.set()
-    _wait(finish)
+    wait_for(finish)
 
 
 @pytest.mark.parametrize("method", ["spawn", "forkserver"])   # a fork child keeps the
@@ -863,7 +827,7 @@ def test_dropping_the_writers_last_handle_is_eof(method, procs):    # parent's r
     ring = Ring(4, 2, "int32")
     dropped, finish = ctx.Event(), ctx.Event()
     child = procs.start(ctx, _send_then_drop, [ring], [1, 2], dropped, finish)
-    _wait(dropped)                             # alive, but its handle is gone
+    wait_for(dropped)                             # alive, but its handle is gone
     _assert_frame(ring.recv(), ring, 1)
     _assert_frame(ring.recv(), ring, 2)
     with pytest.raises(EOFError):
@@ -874,7 +838,7 @@ def test_dropping_the_writers_last_handle_is_eof(method, procs):    # parent's r
 
 def test_waiting_releases_the_gil():
     ring = Ring(2, 2, "int32")
-    ring.send(_frame(ring, 0))                 # this thread: writer
+    ring.send(frame_of(ring, 0))                 # this thread: writer
     waiter = Call(lambda: (ring.recv(), ring.recv(timeout=PATIENCE)))
     waiter.start()
     deadline = time.monotonic() + 0.2
@@ -882,7 +846,7 @@ def test_waiting_releases_the_gil():
     while time.monotonic() < deadline:          # the waiter sleeps without the GIL
         spins += 1
     assert spins > 10_000
-    ring.send(_frame(ring, 1))
+    ring.send(frame_of(ring, 1))
     result, error = waiter.outcome(PATIENCE)
     assert error is None
     _assert_frame(result[1], ring, 1)
@@ -892,9 +856,9 @@ def test_a_blocked_call_sleeps_instead_of_spinning():
     # A wait spins a few microseconds, then sleeps: 0.3 s of waiting costs
     # this thread almost no CPU (a spinning wait would cost ~0.3 s).
     ring = Ring(1, 4, "int64")
-    ring.send(_frame(ring, 0))
+    ring.send(frame_of(ring, 0))
     reader = Ring(1, 4, "int64")
-    for call in (lambda: ring.send(_frame(ring, 1), timeout=0.3),
+    for call in (lambda: ring.send(frame_of(ring, 1), timeout=0.3),
                  lambda: ring.reserve(timeout=0.3),
                  lambda: reader.recv(timeout=0.3)):
         started, cpu = time.monotonic(), time.thread_time()
@@ -920,7 +884,7 @@ def test_sleeping_waiters_are_always_woken(procs):
     child = procs.start(FORK, _slow_echo, requests, replies, rounds)
     started = time.monotonic()
     for i in range(rounds):
-        requests.send(_frame(requests, i))
+        requests.send(frame_of(requests, i))
         _assert_frame(replies.recv(timeout=PATIENCE), replies, i + 1)
     elapsed = time.monotonic() - started
     procs.join(child)
@@ -946,7 +910,7 @@ def test_a_writer_sleeping_on_a_full_ring_is_woken(procs):
     child = procs.start(FORK, _slow_reader, ring, n, results)
     started = time.monotonic()
     for i in range(n):
-        ring.send(_frame(ring, i), timeout=PATIENCE)
+        ring.send(frame_of(ring, i), timeout=PATIENCE)
     assert results.get() == "ok"
     assert time.monotonic() - started < 5
     procs.join(child)
@@ -977,7 +941,7 @@ def test_releasing_a_view_wakes_a_sleeping_writer(procs):
 
 def test_a_closed_handle_refuses_everything():
     ring = Ring(4, 2, "float64")
-    ring.send(_frame(ring, 1))
+    ring.send(frame_of(ring, 1))
     ring.close()
     ring.close()                          # twice is fine
     assert ring.closed
@@ -994,7 +958,7 @@ def test_writer_close_is_eof_after_the_committed_frames(procs):
     ring = Ring(4, 3, "int32")
     closed, finish = FORK.Event(), FORK.Event()
     child = procs.start(FORK, _write_close_and_wait, ring, [1, 2, 3], closed, finish)
-    _wait(closed)
+    wait_for(closed)
     out = np.zeros(3, np.int32)
     _assert_frame(ring.recv(), ring, 1)
     ring.recv_into(out)
@@ -1016,23 +980,23 @@ def _read_close_and_wait(ring, count, closed, finish):
         ring.recv()
     ring.close()
     closed.set()
-    _wait(finish)
+    wait_for(finish)
 
 
 def test_reader_close_is_a_broken_pipe_for_a_writer_finding_the_ring_full(procs):
     ring = Ring(2, 3, "int32")
     closed, finish = FORK.Event(), FORK.Event()
-    ring.send(_frame(ring, 0))
+    ring.send(frame_of(ring, 0))
     child = procs.start(FORK, _read_close_and_wait, ring, 1, closed, finish)
-    _wait(closed)
+    wait_for(closed)
     try:                                  # room: with a closed reader either outcome is fine
-        ring.send(_frame(ring, 1))
-        ring.send(_frame(ring, 2))
+        ring.send(frame_of(ring, 1))
+        ring.send(frame_of(ring, 2))
     except BrokenPipeError:
         pass
     started = time.monotonic()
     with pytest.raises(BrokenPipeError):
-        ring.send(_frame(ring, 3), timeout=PATIENCE)
+        ring.send(frame_of(ring, 3), timeout=PATIENCE)
     with pytest.raises(BrokenPipeError):
         ring.reserve(timeout=PATIENCE)
     assert time.monotonic() - started < 1.0
@@ -1055,10 +1019,10 @@ def _recv_one_then_until_eof(ring, ready, results):
 
 def test_close_wakes_a_blocked_reader(procs):
     ring = Ring(2, 3, "int32")
-    ring.send(_frame(ring, 0))            # the parent is the writer
+    ring.send(frame_of(ring, 0))            # the parent is the writer
     ready, results = FORK.Event(), FORK.SimpleQueue()
     child = procs.start(FORK, _recv_one_then_until_eof, ring, ready, results)
-    _wait(ready)
+    wait_for(ready)
     wait_until_sleeping(child.pid)        # asleep in its second recv
     started = time.monotonic()
     ring.close()
@@ -1087,9 +1051,9 @@ def test_a_dead_writer_is_eof_once_its_frames_are_read(start_method, procs):
     ring = Ring(4, 3, "int64")
     ready, never = start_method.Event(), start_method.Event()
     child = procs.start(start_method, _write_then_hang, ring, [1, 2], ready, never)
-    _wait(ready)
+    wait_for(ready)
     _assert_frame(ring.recv(), ring, 1)
-    _sigkill(child)
+    sigkill(child)
     _assert_frame(ring.recv(), ring, 2)    # sent before the death: still delivered
     started = time.monotonic()
     with pytest.raises(EOFError):
@@ -1097,7 +1061,7 @@ def test_a_dead_writer_is_eof_once_its_frames_are_read(start_method, procs):
     with pytest.raises(EOFError):
         ring.recv_view(timeout=PATIENCE)
     assert time.monotonic() - started < 2.0
-    ring.send(_frame(ring, 3))              # the dead writer's claim is taken over
+    ring.send(frame_of(ring, 3))              # the dead writer's claim is taken over
     _assert_frame(ring.recv(), ring, 3)
 
 
@@ -1105,9 +1069,9 @@ def test_a_reader_blocked_before_the_writer_dies_gets_eof(procs):
     ring = Ring(4, 3, "int64")
     ready, never = FORK.Event(), FORK.Event()
     child = procs.start(FORK, _write_then_hang, ring, [1], ready, never)
-    _wait(ready)
+    wait_for(ready)
     _assert_frame(ring.recv(), ring, 1)
-    killer = Call(_sigkill, child)          # while this thread waits in recv
+    killer = Call(sigkill, child)          # while this thread waits in recv
     killer.start()
     with pytest.raises(EOFError):
         ring.recv(timeout=PATIENCE)
@@ -1117,18 +1081,18 @@ def test_a_reader_blocked_before_the_writer_dies_gets_eof(procs):
 def test_a_dead_reader_is_a_broken_pipe_for_a_blocked_writer(start_method, procs):
     ring = Ring(2, 3, "int64")
     ready, never = start_method.Event(), start_method.Event()
-    ring.send(_frame(ring, 0))
+    ring.send(frame_of(ring, 0))
     child = procs.start(start_method, _read_then_hang, ring, 1, ready, never)
-    _wait(ready)
-    _sigkill(child)
+    wait_for(ready)
+    sigkill(child)
     try:                                    # room: either outcome is fine
-        ring.send(_frame(ring, 1))
-        ring.send(_frame(ring, 2))
+        ring.send(frame_of(ring, 1))
+        ring.send(frame_of(ring, 2))
     except BrokenPipeError:
         pass
     started = time.monotonic()
     with pytest.raises(BrokenPipeError):
-        ring.send(_frame(ring, 3), timeout=PATIENCE)
+        ring.send(frame_of(ring, 3), timeout=PATIENCE)
     with pytest.raises(BrokenPipeError):
         ring.reserve(timeout=PATIENCE)
     assert time.monotonic() - started < 2.0
@@ -1137,14 +1101,14 @@ def test_a_dead_reader_is_a_broken_pipe_for_a_blocked_writer(start_method, procs
 def test_a_writer_blocked_before_the_reader_dies_gets_a_broken_pipe(procs):
     ring = Ring(1, 3, "int64")
     ready, never = FORK.Event(), FORK.Event()
-    ring.send(_frame(ring, 0))
+    ring.send(frame_of(ring, 0))
     child = procs.start(FORK, _read_then_hang, ring, 1, ready, never)
-    _wait(ready)
-    ring.send(_frame(ring, 1))              # full again
-    killer = Call(_sigkill, child)          # while this thread waits in send
+    wait_for(ready)
+    ring.send(frame_of(ring, 1))              # full again
+    killer = Call(sigkill, child)          # while this thread waits in send
     killer.start()
     with pytest.raises(BrokenPipeError):
-        ring.send(_frame(ring, 2), timeout=PATIENCE)
+        ring.send(frame_of(ring, 2), timeout=PATIENCE)
     assert killer.outcome(PATIENCE) == (None, None)
 
 
@@ -1160,19 +1124,19 @@ def _hold_a_view(ring, skip, ready, seen, never):
 def test_a_reader_killed_holding_a_view_leaves_that_frame_to_the_next_reader(start_method, procs):
     ring = Ring(3, (4, 4), "int32")
     for i in range(3):
-        ring.send(_frame(ring, i))
+        ring.send(frame_of(ring, i))
     ready, never = start_method.Event(), start_method.Event()
     seen = start_method.SimpleQueue()
     child = procs.start(start_method, _hold_a_view, ring, 1, ready, seen, never)
-    _wait(ready)
+    wait_for(ready)
     assert seen.get() == 1
     assert ring.qsize() == 2              # the viewed frame still occupies its slot
-    _, error = _run_in_thread(ring.recv)    # its claim is live: refused
+    _, error = run_in_thread(ring.recv)    # its claim is live: refused
     assert isinstance(error, RuntimeError) and str(child.pid) in str(error)
-    _sigkill(child)
+    sigkill(child)
     _assert_frame(ring.recv(timeout=PATIENCE), ring, 1)   # the viewed frame, again
     _assert_frame(ring.recv(), ring, 2)
-    ring.send(_frame(ring, 3))
+    ring.send(frame_of(ring, 3))
     _assert_frame(ring.recv(), ring, 3)
     assert ring.empty()
 
@@ -1192,8 +1156,8 @@ def test_a_writer_killed_inside_reserve_published_nothing(start_method, procs):
     ring = Ring(3, (8, 8), "int64")
     ready, never = start_method.Event(), start_method.Event()
     child = procs.start(start_method, _die_inside_reserve, ring, [1, 2], ready, never)
-    _wait(ready)
-    _sigkill(child)
+    wait_for(ready)
+    sigkill(child)
     _assert_frame(ring.recv(timeout=PATIENCE), ring, 1)
     _assert_frame(ring.recv(timeout=PATIENCE), ring, 2)
     with pytest.raises(EOFError):
@@ -1222,37 +1186,12 @@ _BUSY_BUT_NEVER_WAITING = """
     """
 
 
-def _futex_calls(tmp_path, iterations, script_text=None, *args):
-    """futex system calls of a fresh interpreter running the loop above (or
-    `script_text`) with `iterations` (and `args`) as its arguments."""
-    import shutil
-    strace = shutil.which("strace")
-    if strace is None:
-        pytest.skip("strace is not installed")
-    script = tmp_path / "busy.py"
-    script.write_text(textwrap.dedent(script_text or _BUSY_BUT_NEVER_WAITING))
-    counts = tmp_path / f"futex-{iterations}.txt"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p),
-               OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
-    done = subprocess.run([strace, "-f", "-qq", "-c", "-e", "trace=futex", "-o", str(counts),
-                           sys.executable, str(script), str(iterations), *args],
-                          env=env, cwd=tmp_path, capture_output=True, text=True,
-                          timeout=PATIENCE)
-    if done.returncode != 0 and "ptrace" in done.stderr:
-        pytest.skip(f"strace cannot trace here: {done.stderr.strip()}")
-    assert done.returncode == 0, done.stderr
-    for line in counts.read_text().splitlines():
-        fields = line.split()
-        if fields and fields[-1] == "futex":
-            return int(fields[3])
-    return 0
-
-
 def test_no_futex_calls_while_nobody_sleeps(tmp_path):
     # Thousands of frames through the ring with nobody ever waiting: the
     # number of futex system calls must not grow with them (no FUTEX_WAKE
     # when nobody sleeps); a few come from the interpreter and NumPy.
-    few, many = _futex_calls(tmp_path, 10), _futex_calls(tmp_path, 3000)
+    few = futex_calls(tmp_path, _BUSY_BUT_NEVER_WAITING, 10)
+    many = futex_calls(tmp_path, _BUSY_BUT_NEVER_WAITING, 3000)
     assert many - few < 50, f"futex calls: {few} for 10 rounds, {many} for 3000"
 
 
@@ -1306,8 +1245,8 @@ _AFTER_A_SLEEPER_DIED = """
 
 @pytest.mark.parametrize("role", ["reader", "writer"])
 def test_a_peer_killed_asleep_does_not_cost_every_later_frame_a_wake(tmp_path, role):
-    few = _futex_calls(tmp_path, 10, _AFTER_A_SLEEPER_DIED, role)
-    many = _futex_calls(tmp_path, 3000, _AFTER_A_SLEEPER_DIED, role)
+    few = futex_calls(tmp_path, _AFTER_A_SLEEPER_DIED, 10, role)
+    many = futex_calls(tmp_path, _AFTER_A_SLEEPER_DIED, 3000, role)
     assert many - few < 50, f"futex calls: {few} for 10 frames, {many} for 3000"
 
 
@@ -1328,11 +1267,7 @@ _BLOCKED_CALLS = {
 @pytest.mark.parametrize("call", sorted(_BLOCKED_CALLS))
 def test_ctrl_c_interrupts_a_blocked_call_promptly(call, tmp_path):
     code = "from fastmp._typed_ring import Ring\n" + _BLOCKED_CALLS[call]
-    child = start_fresh_python(code, tmp_path)
-    out, err, elapsed = interrupted_output(child)
-    assert "KeyboardInterrupt" in err
-    assert child.returncode != 0
-    assert elapsed < 2.0
+    assert_ctrl_c_interrupts_promptly(code, tmp_path)
 
 
 # -- pickling -------------------------------------------------------------------------------------
@@ -1415,7 +1350,7 @@ def test_frames_to_a_child_arrive_whole_in_order(start_method, procs):
     child = procs.start(start_method, _stream_in, ring, STREAM_FRAMES, results)
     for i in range(STREAM_FRAMES):
         if i % 3:
-            ring.send(_frame(ring, i), timeout=PATIENCE)
+            ring.send(frame_of(ring, i), timeout=PATIENCE)
         else:
             with ring.reserve(timeout=PATIENCE) as frame:
                 frame[...] = i
@@ -1472,7 +1407,7 @@ def test_a_writer_killed_mid_stream_leaves_only_whole_frames(procs, kill_after):
     child = procs.start(FORK, _stream_forever, ring)
     for i in range(kill_after):
         _assert_frame(ring.recv(timeout=PATIENCE), ring, i)
-    _sigkill(child)
+    sigkill(child)
     i = kill_after
     while True:
         try:
@@ -1489,7 +1424,7 @@ def test_no_descriptor_or_segment_outlives_the_ring(start_method, procs, leak_gu
     results = start_method.SimpleQueue()
     child = procs.start(start_method, _stream_in, ring, 200, results)
     for i in range(200):
-        ring.send(_frame(ring, i), timeout=PATIENCE)
+        ring.send(frame_of(ring, i), timeout=PATIENCE)
     assert results.get() == "ok"
     procs.join(child)
     results.close()
@@ -1532,20 +1467,8 @@ def test_exported_by_fastmp():
 
 # -- NumPy: lazy, and optional --------------------------------------------------------------------
 
-def _fresh_python(code, tmp_path):
-    """Run code in a new interpreter; return its stdout (fail on a non-zero exit)."""
-    child = start_fresh_python(textwrap.dedent(code), tmp_path)
-    try:
-        out, err = child.communicate(timeout=PATIENCE)
-    finally:
-        child.kill()
-        child.wait()
-    assert child.returncode == 0, err
-    return out
-
-
 def test_importing_fastmp_does_not_import_numpy(tmp_path):
-    out = _fresh_python("""
+    out = fresh_python("""
         import sys
         import fastmp
         from fastmp import _typed_ring, _broadcast, _frames
@@ -1645,4 +1568,4 @@ _WITHOUT_NUMPY = """
 
 
 def test_without_numpy_frames_are_memoryviews(tmp_path):
-    assert _fresh_python(_WITHOUT_NUMPY, tmp_path).strip() == "ok"
+    assert fresh_python(_WITHOUT_NUMPY, tmp_path).strip() == "ok"

@@ -30,6 +30,7 @@ from hypothesis import HealthCheck, event, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from hypothesis.stateful import (  # noqa: E402
     RuleBasedStateMachine, initialize, invariant, precondition, rule)
+from frames_support import frame_of, value_of  # noqa: E402  (needs NumPy)
 
 try:
     from fastmp._broadcast import Broadcast
@@ -232,17 +233,6 @@ test_ring_machine = RingMachine.TestCase
 
 # --------------------------------------------------------------------------- Broadcast
 
-def _frame(bc, value):
-    return np.full(bc.shape, value, dtype=bc.dtype)
-
-
-def _value(frame):
-    """The one value a frame is filled with (asserting it is one value)."""
-    flat = np.asarray(frame).ravel()
-    assert (flat == flat[0]).all(), f"torn frame: {flat[:4]}...{flat[-4:]}"
-    return int(flat[0])
-
-
 class _ModelSubscriber:
     def __init__(self, handle, position):
         self.handle = handle
@@ -291,13 +281,13 @@ class BroadcastMachine(RuleBasedStateMachine):
         if not self._room():
             with pytest.raises(queue.Full):
                 if how == "send":
-                    self.bc.send(_frame(self.bc, self.tail), **kw)
+                    self.bc.send(frame_of(self.bc, self.tail), **kw)
                 else:
                     self.bc.reserve(**kw)
             return
         self.highest_reserved = max(self.highest_reserved, self.tail)
         if how == "send":
-            self.bc.send(_frame(self.bc, self.tail), **kw)
+            self.bc.send(frame_of(self.bc, self.tail), **kw)
         elif how == "commit":
             with self.bc.reserve(**kw) as frame:
                 frame[...] = self.tail
@@ -325,10 +315,10 @@ class BroadcastMachine(RuleBasedStateMachine):
         for _ in range(n):
             if not self._room():
                 with pytest.raises(queue.Full):
-                    self.bc.send(_frame(self.bc, self.tail), block=False)
+                    self.bc.send(frame_of(self.bc, self.tail), block=False)
                 return
             self.highest_reserved = max(self.highest_reserved, self.tail)
-            self.bc.send(_frame(self.bc, self.tail), block=False)
+            self.bc.send(frame_of(self.bc, self.tail), block=False)
             self.tail += 1
             self.dirty_tail = False
 
@@ -383,10 +373,10 @@ class BroadcastMachine(RuleBasedStateMachine):
         got = calls[how]()
         if how == "view":
             view = got.__enter__()
-            assert _value(view) == want
+            assert value_of(view) == want
             sub.view = (got, view, want)
             return
-        assert _value(out if how == "recv_into" else got) == want
+        assert value_of(out if how == "recv_into" else got) == want
         sub.position += 1
         assert sub.handle.skipped == sub.skipped
 
@@ -405,7 +395,7 @@ class BroadcastMachine(RuleBasedStateMachine):
             sub.skipped += 1                   # the viewed frame counts as skipped; frames
             sub.position = p + 1               # lost after it are counted by the next receive
         else:
-            assert _value(view) == p           # nobody could have touched it
+            assert value_of(view) == p           # nobody could have touched it
             frame.release()
             sub.position = p + 1
 
