@@ -39,16 +39,14 @@ from cpython.buffer cimport PyBuffer_Release
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.object cimport PyObject
 from cpython.ref cimport _Py_REFCNT
-from libc.math cimport INFINITY
 from libc.stdint cimport uint32_t, uint64_t
 
-import operator
-import os as _os
 import queue
 from multiprocessing import context as _mp_context
 
+from fastmp._args cimport count_arg, physical_memory
 from fastmp._claims cimport (
-    fastmp_claim_fork_gen, fastmp_claim_load, fastmp_claim_me, fastmp_claim_peek,
+    describe_claim, fastmp_claim_fork_gen, fastmp_claim_load, fastmp_claim_me, fastmp_claim_peek,
     fastmp_claim_watch_forks, fastmp_peer_gone, fastmp_role_claim, fastmp_role_close,
     fastmp_role_held,
 )
@@ -59,7 +57,8 @@ from fastmp._frames cimport (
 )
 from fastmp._segment cimport Segment
 from fastmp._sync cimport (
-    WAIT_SLICE, deadline_after, fastmp_cpu_relax, monotonic, next_slice, timespec,
+    SPIN_HOLDING_GIL, SPIN_POLLS, SPIN_SECONDS, WAIT_SLICE, call_deadline, fastmp_cpu_relax,
+    monotonic, next_slice, timespec,
 )
 
 from fastmp._frames import FrameOverwritten
@@ -67,42 +66,12 @@ from fastmp._frames import FrameOverwritten
 __all__ = ["Broadcast", "Subscriber", "FrameOverwritten"]
 
 cdef enum:
-    # Polls between two clock reads while spinning.
-    SPIN_POLLS = 32
     MAX_READERS = 4096
     # Most rounds subscribe() chases a moving tail (see there).
     SUBSCRIBE_ROUNDS = 8
 
-# As FloatChannel: poll up to 20 us (the first 2 us keeping the GIL) before
-# sleeping; a futex sleep and wake-up cost ~6-7 us each way here.
-cdef double SPIN_SECONDS = 20e-6
-cdef double SPIN_HOLDING_GIL = 2e-6
-cdef uint64_t _PHYSICAL_MEMORY = _os.sysconf("SC_PHYS_PAGES") * _os.sysconf("SC_PAGE_SIZE")
-
 # Forked children get a new fork generation (see _claims.h).
 fastmp_claim_watch_forks()
-
-
-cdef str _describe(uint64_t claim):
-    return f"process {claim >> 32}, thread {claim & 0xffffffff}"
-
-
-cdef inline double _deadline(bint block, object timeout) except? -1.0:
-    if timeout is None:
-        return INFINITY if block else 0.0
-    return deadline_after(timeout, block)
-
-
-cdef object _count(object value, str name):
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, not bool")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}") from None
-    if value < 1:
-        raise ValueError(f"{name} must be at least 1, got {value}")
-    return value
 
 
 # no_gc_clear: the collector must not drop `segment` (unmapping the memory)
@@ -148,25 +117,26 @@ cdef class Broadcast(FrameOwner):
         cdef Segment segment
         cdef fastmp_bc_header* hdr
         cdef uint64_t nslots, readers, size
+        cdef uint64_t memory = physical_memory()
         if self.hdr != NULL:
             raise RuntimeError("Broadcast.__init__ called twice")
-        slots = _count(slots, "slots")
-        max_readers = _count(max_readers, "max_readers")
+        slots = count_arg(slots, "slots")
+        max_readers = count_arg(max_readers, "max_readers")
         if max_readers > MAX_READERS:
             raise ValueError(f"max_readers must be at most {MAX_READERS}, got {max_readers}")
         if policy != "block" and policy != "skip":
             raise ValueError(f"policy must be 'block' or 'skip', not {policy!r}")
         spec = frame_spec(shape, dtype)
         # In Python ints: `slots` may be any size here.
-        if slots > _PHYSICAL_MEMORY // spec.stride:
+        if slots > memory // spec.stride:
             raise ValueError(f"{slots} frames of {spec.frame_bytes} bytes are more than this "
-                             f"machine's memory ({_PHYSICAL_MEMORY} bytes)")
+                             f"machine's memory ({memory} bytes)")
         nslots = slots
         readers = max_readers
         size = fastmp_bc_segment_size(readers, nslots, spec.stride)
-        if size > _PHYSICAL_MEMORY:
+        if size > memory:
             raise ValueError(f"a Broadcast of {size} bytes is more than this machine's "
-                             f"memory ({_PHYSICAL_MEMORY} bytes)")
+                             f"memory ({memory} bytes)")
         segment = Segment(<Py_ssize_t>size)
         hdr = <fastmp_bc_header*>segment.addr
         # A fresh segment is zero-filled: tail, claims, cursors, sequences
@@ -257,9 +227,9 @@ cdef class Broadcast(FrameOwner):
         cdef uint64_t holder = 0
         if not fastmp_role_claim(&self.writer, &self.hdr.writer_claim, &holder):
             raise RuntimeError(
-                f"this Broadcast's writer is {_describe(holder)}, which is still running: "
+                f"this Broadcast's writer is {describe_claim(holder)}, which is still running: "
                 f"a Broadcast has one writer, and the first thread to reserve() or send() "
-                f"becomes it (this is {_describe(fastmp_claim_me())})")
+                f"becomes it (this is {describe_claim(fastmp_claim_me())})")
         self.cached_low = 0
         # A writer killed asleep left its announcement: only this thread may
         # sleep on room now, and it is awake.
@@ -389,7 +359,7 @@ cdef class Broadcast(FrameOwner):
         cdef Reservation r
         if self.closed:
             raise ValueError(f"{self!r} is closed")
-        deadline = _deadline(block, timeout)
+        deadline = call_deadline(block, timeout)
         if self._reserving():
             raise RuntimeError("this Broadcast handle already has an open reservation: "
                                "commit or abort it first")
@@ -441,7 +411,7 @@ cdef class Broadcast(FrameOwner):
         cdef uint64_t tail, slot
         if self.closed:
             raise ValueError(f"{self!r} is closed")
-        deadline = _deadline(block, timeout)
+        deadline = call_deadline(block, timeout)
         if self._reserving():
             raise RuntimeError("this Broadcast handle has an open reservation: commit or "
                                "abort it before send()")
@@ -782,7 +752,7 @@ cdef class Subscriber(FrameOwner):
         """A copy of the next frame (a new array); see the class docstring."""
         cdef double deadline
         self._check()
-        deadline = _deadline(block, timeout)
+        deadline = call_deadline(block, timeout)
         # busy: the GIL is released while waiting and during big copies; a
         # second thread must not take the same frame meanwhile.
         self.busy = True
@@ -797,7 +767,7 @@ cdef class Subscriber(FrameOwner):
         cdef Py_buffer view
         cdef double deadline
         self._check()
-        deadline = _deadline(block, timeout)
+        deadline = call_deadline(block, timeout)
         self.spec._check(out, &view, "Subscriber.recv_into()", True)
         self.busy = True
         try:
@@ -813,7 +783,7 @@ cdef class Subscriber(FrameOwner):
         cdef uint64_t pos, slot
         cdef Frame f
         self._check()
-        deadline = _deadline(block, timeout)
+        deadline = call_deadline(block, timeout)
         self.busy = True
         try:
             self._await_intact(deadline)

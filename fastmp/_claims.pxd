@@ -31,3 +31,8 @@ cdef extern from "_claims.h" nogil:
     bint fastmp_role_held(const fastmp_role* r, const uint64_t* word)
     bint fastmp_role_claim(fastmp_role* r, uint64_t* word, uint64_t* holder)
     bint fastmp_role_close(fastmp_role* r, uint64_t* word)
+
+
+# "process P, thread T" for a claim word (in error messages).
+cdef inline str describe_claim(uint64_t claim):
+    return f"process {claim >> 32}, thread {claim & 0xffffffff}"

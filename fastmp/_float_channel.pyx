@@ -57,7 +57,6 @@ from cpython.exc cimport PyErr_CheckSignals
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_AsDouble, PyFloat_CheckExact
 from cpython.long cimport PyLong_Check
 from cpython.number cimport PyIndex_Check
-from libc.math cimport INFINITY
 from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memcpy
 from posix.unistd cimport getpid
@@ -68,14 +67,16 @@ import queue
 import sys
 from multiprocessing import context as _mp_context
 
+from fastmp._args cimport count_arg
 from fastmp._claims cimport (
-    fastmp_claim_me, fastmp_claim_watch_forks, fastmp_peer_gone, fastmp_role_claim,
+    describe_claim, fastmp_claim_me, fastmp_claim_watch_forks, fastmp_peer_gone, fastmp_role_claim,
     fastmp_role_close, fastmp_role_held,
 )
 from fastmp._eventcount cimport fastmp_ec_retract, fastmp_ec_wake
 from fastmp._segment cimport Segment
 from fastmp._sync cimport (
-    WAIT_SLICE, deadline_after, fastmp_cpu_relax, monotonic, next_slice, timespec,
+    SPIN_HOLDING_GIL, SPIN_POLLS, SPIN_SECONDS, WAIT_SLICE, call_deadline, fastmp_cpu_relax,
+    monotonic, next_slice, timespec,
 )
 
 __all__ = ["FloatChannel"]
@@ -92,19 +93,7 @@ cdef enum:
     # Copies of at least this many floats (64 KiB) run with the GIL released:
     # below that, releasing and re-taking it costs more than it lets others do.
     BIG_COPY = 8192
-    # Polls between two clock reads while spinning.
-    SPIN_POLLS = 32
 
-# How long a blocked call polls before it sleeps.  A futex sleep and its
-# wake-up cost ~6-7 us each way here, and a Python peer needs a few
-# microseconds to answer (the ring measured p50 14 us with a 2 us spin and
-# ~1 us with 10-20 us); the bound keeps a slow peer from costing more than
-# 20 us of CPU per blocking call, which matters on 2 cores.
-cdef double SPIN_SECONDS = 20e-6
-# The first part of that spin, during which the GIL is kept: short enough
-# that other threads of the process do not notice (the interpreter's switch
-# interval is 5 ms).
-cdef double SPIN_HOLDING_GIL = 2e-6
 cdef uint64_t MAX_CAPACITY = 1 << 30
 DEFAULT_CAPACITY = 4096
 
@@ -166,10 +155,6 @@ cdef str _format_of(const Py_buffer* view):
     return view.format.decode("ascii", "replace") if view.format != NULL else "B"
 
 
-cdef str _describe(uint64_t claim):
-    return f"process {claim >> 32}, thread {claim & 0xffffffff}"
-
-
 cdef inline bint _is_writer(FloatChannel ch) noexcept:
     # Only fields in this handle, plus one load of the claims line, which
     # nobody writes in the hot path (Shared in both caches).
@@ -178,14 +163,6 @@ cdef inline bint _is_writer(FloatChannel ch) noexcept:
 
 cdef inline bint _is_reader(FloatChannel ch) noexcept:
     return fastmp_role_held(&ch.reader, &ch.hdr.reader_claim)
-
-
-cdef inline double _deadline(bint block, object timeout) except? -1.0:
-    # Taken when the call starts (a bad timeout raises even when the call
-    # would not wait); no clock read for the common timeout=None.
-    if timeout is None:
-        return INFINITY if block else 0.0
-    return deadline_after(timeout, block)
 
 
 cdef object _closed_error(FloatChannel ch):
@@ -263,15 +240,7 @@ cdef class FloatChannel:
         cdef fastmp_fc_header* hdr
         if self.hdr != NULL:
             raise RuntimeError("FloatChannel.__init__ called twice")
-        if isinstance(capacity, bool):
-            raise TypeError("capacity must be an int (a number of floats), not bool")
-        try:
-            capacity = operator.index(capacity)
-        except TypeError:
-            raise TypeError(f"capacity must be an int (a number of floats), not "
-                            f"{type(capacity).__name__}") from None
-        if capacity < 1:
-            raise ValueError(f"capacity must be at least 1 float, got {capacity}")
+        capacity = count_arg(capacity, "capacity", "an int (a number of floats)", "1 float")
         if capacity > MAX_CAPACITY:
             raise ValueError(f"capacity must be at most {MAX_CAPACITY} floats, got {capacity}")
         latest = bool(latest)
@@ -351,9 +320,9 @@ cdef class FloatChannel:
             return 0
         role, verb = ("writer", "send") if writer else ("reader", "receive")
         raise RuntimeError(
-            f"this FloatChannel's {role} is {_describe(holder)}, which is still "
+            f"this FloatChannel's {role} is {describe_claim(holder)}, which is still "
             f"running: a FloatChannel has one writer and one reader, and the first "
-            f"thread to {verb} becomes its {role} (this is {_describe(fastmp_claim_me())})")
+            f"thread to {verb} becomes its {role} (this is {describe_claim(fastmp_claim_me())})")
 
     cdef int _release_claims(self) noexcept:
         """Mark the claims this handle made in this process as closed (the
@@ -459,7 +428,7 @@ cdef class FloatChannel:
         if self.closed:
             raise _closed_error(self)
         value = PyFloat_AS_DOUBLE(x) if PyFloat_CheckExact(x) else _as_double(x)
-        deadline = _deadline(block, timeout)
+        deadline = call_deadline(block, timeout)
         if not _is_writer(self):
             self._claim(True)
         if fastmp_fc_load_relaxed(&hdr.reader_claim) == FASTMP_FC_CLOSED:
@@ -487,7 +456,7 @@ cdef class FloatChannel:
         cdef double value, deadline
         if self.closed:
             raise _closed_error(self)
-        deadline = _deadline(block, timeout)
+        deadline = call_deadline(block, timeout)
         if not _is_reader(self):
             self._claim(False)
         if self.latest:
@@ -531,7 +500,7 @@ cdef class FloatChannel:
         cdef double deadline
         if self.closed:
             raise _closed_error(self)
-        deadline = _deadline(block, timeout)
+        deadline = call_deadline(block, timeout)
         if PyObject_CheckBuffer(values):
             try:
                 PyObject_GetBuffer(values, &view, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS)
@@ -615,7 +584,7 @@ cdef class FloatChannel:
         cdef double value, deadline
         if self.closed:
             raise _closed_error(self)
-        deadline = _deadline(block, timeout)
+        deadline = call_deadline(block, timeout)
         if PyLong_Check(out_or_n):
             count = out_or_n
         elif PyObject_CheckBuffer(out_or_n) and not (

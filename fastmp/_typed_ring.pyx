@@ -33,17 +33,14 @@ from cpython.buffer cimport PyBuffer_Release
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.object cimport PyObject
 from cpython.ref cimport _Py_REFCNT
-from libc.math cimport INFINITY
 from libc.stdint cimport uint32_t, uint64_t
-from posix.unistd cimport getpid
 
-import operator
-import os as _os
 import queue
 from multiprocessing import context as _mp_context
 
+from fastmp._args cimport count_arg, physical_memory
 from fastmp._claims cimport (
-    FASTMP_CLAIM_CLOSED, fastmp_claim_me, fastmp_claim_peek, fastmp_claim_watch_forks,
+    FASTMP_CLAIM_CLOSED, describe_claim, fastmp_claim_me, fastmp_claim_peek, fastmp_claim_watch_forks,
     fastmp_peer_gone, fastmp_role_claim, fastmp_role_close, fastmp_role_held,
 )
 from fastmp._eventcount cimport fastmp_ec_retract, fastmp_ec_wake
@@ -53,36 +50,14 @@ from fastmp._frames cimport (
 )
 from fastmp._segment cimport Segment
 from fastmp._sync cimport (
-    WAIT_SLICE, deadline_after, fastmp_cpu_relax, monotonic, next_slice, timespec,
+    SPIN_HOLDING_GIL, SPIN_POLLS, SPIN_SECONDS, WAIT_SLICE, call_deadline, fastmp_cpu_relax,
+    monotonic, next_slice, timespec,
 )
 
 __all__ = ["Ring"]
 
-cdef enum:
-    # Polls between two clock reads while spinning.
-    SPIN_POLLS = 32
-
-# How long a blocked call polls before it sleeps, and the part of it spent
-# keeping the GIL: FloatChannel's measured values (a futex sleep + wake-up
-# costs ~6-7 us each way, a Python peer answers within a few us).
-cdef double SPIN_SECONDS = 20e-6
-cdef double SPIN_HOLDING_GIL = 2e-6
-
-cdef Py_ssize_t _PHYSICAL_MEMORY = _os.sysconf("SC_PHYS_PAGES") * _os.sysconf("SC_PAGE_SIZE")
-
 # Forked children get a new fork generation (see _claims.h).
 fastmp_claim_watch_forks()
-
-
-cdef str _describe(uint64_t claim):
-    return f"process {claim >> 32}, thread {claim & 0xffffffff}"
-
-
-cdef inline double _deadline(bint block, object timeout) except? -1.0:
-    # No clock read for the common timeout=None.
-    if timeout is None:
-        return INFINITY if block else 0.0
-    return deadline_after(timeout, block)
 
 
 cdef object _closed_error():
@@ -172,22 +147,15 @@ cdef class Ring(FrameOwner):
         cdef uint32_t i
         if self.hdr != NULL:
             raise RuntimeError("Ring.__init__ called twice")
-        if isinstance(slots, bool):
-            raise TypeError("slots must be an int (a number of frames), not bool")
-        try:
-            slots = operator.index(slots)
-        except TypeError:
-            raise TypeError(f"slots must be an int (a number of frames), not "
-                            f"{type(slots).__name__}") from None
-        if slots < 1:
-            raise ValueError(f"slots must be at least 1, got {slots}")
+        slots = count_arg(slots, "slots", "an int (a number of frames)")
         spec = frame_spec(shape, dtype)
         hsize = sizeof(fastmp_tr_header)
         total = hsize + slots * spec.stride
-        if total > _PHYSICAL_MEMORY:
+        memory = physical_memory()
+        if total > memory:
             raise ValueError(f"a Ring of {slots} frames of {spec.frame_bytes} bytes needs "
                              f"{total} bytes, more than this machine's physical memory "
-                             f"({_PHYSICAL_MEMORY} bytes)")
+                             f"({memory} bytes)")
         nslots = <uint64_t>slots
         segment = Segment(<Py_ssize_t>total)
         hdr = <fastmp_tr_header*>segment.addr
@@ -299,9 +267,9 @@ cdef class Ring(FrameOwner):
             return 0
         role, verb = ("writer", "write") if writer else ("reader", "read")
         raise RuntimeError(
-            f"this Ring's {role} is {_describe(holder)}, which is still running: a Ring "
+            f"this Ring's {role} is {describe_claim(holder)}, which is still running: a Ring "
             f"has one writer and one reader, and the first thread to {verb} becomes its "
-            f"{role} (this is {_describe(fastmp_claim_me())})")
+            f"{role} (this is {describe_claim(fastmp_claim_me())})")
 
     cdef int _release_claims(self) noexcept:
         """Mark the claims this handle made in this process as closed (the
@@ -418,7 +386,7 @@ cdef class Ring(FrameOwner):
         cdef Py_ssize_t slot
         if self.closed:
             raise _closed_error()
-        deadline = _deadline(block, timeout)
+        deadline = call_deadline(block, timeout)
         if self.reserving and not _dropped_reservation(self):
             raise RuntimeError("this Ring handle already has an open reservation: commit or "
                                "abort it first")
@@ -458,7 +426,7 @@ cdef class Ring(FrameOwner):
         cdef uint64_t tail
         if self.closed:
             raise _closed_error()
-        deadline = _deadline(block, timeout)
+        deadline = call_deadline(block, timeout)
         if self.reserving and not _dropped_reservation(self):
             raise RuntimeError("this Ring handle has an open reservation: commit or abort "
                                "it before send()")
@@ -483,7 +451,7 @@ cdef class Ring(FrameOwner):
         cdef uint64_t head
         if self.closed:
             raise _closed_error()
-        deadline = _deadline(block, timeout)
+        deadline = call_deadline(block, timeout)
         _reader_ready(self)
         head = self._readable_position(deadline)
         out = self.spec.copy_new(self.base + <Py_ssize_t>(head % self.nslots) * self.stride)
@@ -498,7 +466,7 @@ cdef class Ring(FrameOwner):
         cdef uint64_t head
         if self.closed:
             raise _closed_error()
-        deadline = _deadline(block, timeout)
+        deadline = call_deadline(block, timeout)
         self.spec._check(out, &view, "Ring.recv_into()", True)
         try:
             _reader_ready(self)
@@ -519,7 +487,7 @@ cdef class Ring(FrameOwner):
         cdef Py_ssize_t slot
         if self.closed:
             raise _closed_error()
-        deadline = _deadline(block, timeout)
+        deadline = call_deadline(block, timeout)
         _reader_ready(self)
         head = self._readable_position(deadline)
         slot = <Py_ssize_t>(head % self.nslots)
