@@ -67,6 +67,16 @@ class Call(threading.Thread):
         return self.result, self.error
 
 
+def assert_spins_freely(seconds=0.2):
+    """Spin this thread for `seconds`: more than 10,000 rounds, so no other
+    thread (one blocked in a wait, say) held the GIL all that while."""
+    deadline = time.monotonic() + seconds
+    spins = 0
+    while time.monotonic() < deadline:
+        spins += 1
+    assert spins > 10_000
+
+
 # -- a fresh interpreter, for Ctrl-C tests ------------------------------------
 
 def start_fresh_python(code, cwd, stderr=subprocess.PIPE):

@@ -86,6 +86,44 @@ def futex_calls(tmp_path, script_text, iterations, *args):
     return 0
 
 
+def put_how_recv_ended(recv, results):
+    """Call recv(timeout=PATIENCE) and put "eof", "a frame" or the repr of
+    any other exception into `results` (for a child process to report)."""
+    try:
+        recv(timeout=PATIENCE)
+    except EOFError:
+        results.put("eof")
+    except BaseException as exc:  # noqa: BLE001 - reported to the test
+        results.put(repr(exc))
+    else:
+        results.put("a frame")
+
+
+#: Script text (indented like the scripts futex_calls runs) for asleep(pid):
+#: return once process `pid` sleeps in a futex wait.
+ASLEEP_IN_A_FUTEX = """
+    def asleep(pid):
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with open(f"/proc/{pid}/stat") as stat:
+                if stat.read().rsplit(")", 1)[1].split()[0] == "S":
+                    with open(f"/proc/{pid}/wchan") as wchan:
+                        if "futex" in wchan.read():
+                            return
+            time.sleep(0.005)
+        raise SystemExit(f"process {pid} never slept in a futex")
+    """
+
+
+def assert_futex_calls_do_not_grow(tmp_path, script_text, *args):
+    """`script_text` run for 3000 iterations makes fewer than 50 futex
+    calls more than for 10: none per frame (a few come from the interpreter
+    and NumPy)."""
+    few = futex_calls(tmp_path, script_text, 10, *args)
+    many = futex_calls(tmp_path, script_text, 3000, *args)
+    assert many - few < 50, f"futex calls: {few} for 10 iterations, {many} for 3000"
+
+
 def fresh_python(code, tmp_path):
     """Run code in a new interpreter; return its stdout (fail on a non-zero exit)."""
     child = start_fresh_python(textwrap.dedent(code), tmp_path)

@@ -20,9 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import Call, assert_ctrl_c_interrupts_promptly, wait_until_sleeping
-from frames_support import (PATIENCE, frame_of, fresh_python, futex_calls, run_in_thread, sigkill,
-                            value_of, wait_for)
+from conftest import (Call, assert_ctrl_c_interrupts_promptly, assert_spins_freely,
+                      wait_until_sleeping)
+from frames_support import (ASLEEP_IN_A_FUTEX, PATIENCE, assert_futex_calls_do_not_grow, frame_of,
+                            fresh_python, put_how_recv_ended, run_in_thread, sigkill, value_of,
+                            wait_for)
 
 import fastmp
 
@@ -505,11 +507,7 @@ def test_waiting_releases_the_gil():
     sub = bc.subscribe()
     waiter = Call(lambda: sub.recv(timeout=PATIENCE))
     waiter.start()
-    deadline = time.monotonic() + 0.2
-    spins = 0
-    while time.monotonic() < deadline:          # the waiter sleeps without the GIL
-        spins += 1
-    assert spins > 10_000
+    assert_spins_freely()                       # the waiter sleeps without the GIL
     bc.send(frame_of(bc, 1))
     result, error = waiter.outcome(PATIENCE)
     assert error is None and value_of(result) == 1
@@ -1110,14 +1108,7 @@ def test_a_subscriber_blocked_when_the_writer_closes_gets_eof(procs):
 def _subscribe_then_wait_for_eof(bc, ready, results):
     sub = bc.subscribe()
     ready.set()
-    try:
-        sub.recv(timeout=PATIENCE)
-    except EOFError:
-        results.put("eof")
-    except BaseException as exc:  # noqa: BLE001 - reported to the test
-        results.put(repr(exc))
-    else:
-        results.put("a frame")
+    put_how_recv_ended(sub.recv, results)
 
 
 # -- between processes ----------------------------------------------------------------------------
@@ -1239,26 +1230,14 @@ def test_no_futex_calls_while_nobody_sleeps(tmp_path):
     # Thousands of frames through the broadcast with nobody ever waiting: the
     # number of futex system calls must not grow with them (no FUTEX_WAKE
     # when nobody sleeps); a few come from the interpreter and NumPy.
-    few = futex_calls(tmp_path, _BUSY_BUT_NEVER_WAITING, 10)
-    many = futex_calls(tmp_path, _BUSY_BUT_NEVER_WAITING, 3000)
-    assert many - few < 50, f"futex calls: {few} for 10 rounds, {many} for 3000"
+    assert_futex_calls_do_not_grow(tmp_path, _BUSY_BUT_NEVER_WAITING)
 
 
 _AFTER_A_SLEEPER_DIED = """
     import multiprocessing, os, signal, sys, time
     import numpy as np
     from fastmp._broadcast import Broadcast
-
-    def asleep(pid):
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with open(f"/proc/{pid}/stat") as stat:
-                if stat.read().rsplit(")", 1)[1].split()[0] == "S":
-                    with open(f"/proc/{pid}/wchan") as wchan:
-                        if "futex" in wchan.read():
-                            return
-            time.sleep(0.005)
-        raise SystemExit("the subscriber never slept")
+    """ + ASLEEP_IN_A_FUTEX + """
 
     def subscriber(bc, w):
         sub = bc.subscribe()
@@ -1282,9 +1261,7 @@ _AFTER_A_SLEEPER_DIED = """
 @pytest.mark.parametrize("policy", ["block", "skip"])
 def test_a_subscriber_killed_asleep_does_not_cost_every_later_frame_a_wake(tmp_path, policy):
     # (block: the dead cursor holds the writer back once, for one wait slice)
-    few = futex_calls(tmp_path, _AFTER_A_SLEEPER_DIED, 10, policy)
-    many = futex_calls(tmp_path, _AFTER_A_SLEEPER_DIED, 3000, policy)
-    assert many - few < 50, f"futex calls: {few} for 10 frames, {many} for 3000"
+    assert_futex_calls_do_not_grow(tmp_path, _AFTER_A_SLEEPER_DIED, policy)
 
 
 # -- Ctrl-C ---------------------------------------------------------------------------------------
