@@ -5,7 +5,7 @@
 from libc.stdint cimport uint32_t, uint64_t
 
 from fastmp._claims cimport fastmp_peer_watch, fastmp_role
-from fastmp._frames cimport Frame, FrameOwner, FrameSpec, ViewCache
+from fastmp._frames cimport Frame, FrameOwner, FrameSpec, FrameStore, ViewCache
 from fastmp._segment cimport Segment
 from fastmp._sync cimport timespec
 
@@ -60,16 +60,13 @@ cdef extern from "_broadcast_layout.h" nogil:
     bint fastmp_bc_frame_still_intact(const uint64_t* seq, uint64_t position)
 
 
-cdef class Broadcast(FrameOwner):
-    cdef Segment segment
+# FrameStore: segment, spec, nslots, closed.
+cdef class Broadcast(FrameStore):
     cdef fastmp_bc_header* hdr
     cdef fastmp_bc_slot* seqs
     cdef char* frames
-    cdef FrameSpec spec
-    cdef uint64_t nslots
     cdef uint64_t stride
     cdef bint skip
-    cdef readonly bint closed
 
     # Writer side, local to this handle: the role it holds (_claims.h), a
     # lower bound of the slowest claimed cursor (policy "block"), the
@@ -84,6 +81,7 @@ cdef class Broadcast(FrameOwner):
     cdef ViewCache rviews
 
     cdef int _bind(self, Segment segment, FrameSpec spec) except -1
+    cdef str _repr_extra(self)
     cdef int _claim(self) except -1
     cdef uint64_t _room(self, double deadline) except? 0
     cdef bint _slowest_reaches(self, uint64_t needs, double seconds,

@@ -42,7 +42,6 @@ from cpython.ref cimport _Py_REFCNT
 from libc.stdint cimport uint32_t, uint64_t
 
 import queue
-from multiprocessing import context as _mp_context
 
 from fastmp._args cimport count_arg, physical_memory
 from fastmp._claims cimport (
@@ -52,7 +51,7 @@ from fastmp._claims cimport (
 )
 from fastmp._eventcount cimport fastmp_ec_wake
 from fastmp._frames cimport (
-    Frame, FrameOwner, FrameSpec, Reservation, ViewCache, done_frame, done_reservation,
+    Frame, FrameOwner, FrameSpec, FrameStore, Reservation, ViewCache, done_frame, done_reservation,
     frame_from_buffer, frame_spec, frame_to_buffer, new_frame, new_reservation,
 )
 from fastmp._segment cimport Segment
@@ -78,7 +77,7 @@ fastmp_claim_watch_forks()
 # before __dealloc__ has given this handle's writer claim back in it.
 @cython.final
 @cython.no_gc_clear
-cdef class Broadcast(FrameOwner):
+cdef class Broadcast(FrameStore):
     """One writer, many subscribers of fixed-shape typed frames in shared memory.
 
     Broadcast(slots, shape, dtype="float32", *, max_readers=16, policy="block")
@@ -181,37 +180,16 @@ cdef class Broadcast(FrameOwner):
         bc._bind(segment, spec)
         return bc
 
-    def __reduce__(self):
-        if self.closed:
-            raise ValueError(f"{self!r} is closed")
-        _mp_context.assert_spawning(self)
-        return (Broadcast._attach, (self.segment, self.spec.shape, self.spec.dtype))
+    # __reduce__, __repr__ and the properties slots, shape, dtype,
+    # frame_bytes and closed: FrameStore (_frames).
 
-    def __repr__(self):
-        state = " closed" if self.closed else ""
-        return (f"<fastmp.Broadcast slots={self.nslots} shape={self.spec.shape} "
-                f"dtype={self.spec.dtype} policy={self.policy!r}{state}>")
+    cdef str _repr_extra(self):
+        return f" policy={self.policy!r}"
 
     def __dealloc__(self):
         self._release()
 
     # -- properties -------------------------------------------------------------
-
-    @property
-    def slots(self):
-        return self.nslots
-
-    @property
-    def shape(self):
-        return self.spec.shape
-
-    @property
-    def dtype(self):
-        return self.spec.dtype
-
-    @property
-    def frame_bytes(self):
-        return self.spec.frame_bytes
 
     @property
     def max_readers(self):

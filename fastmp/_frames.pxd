@@ -9,6 +9,8 @@
 #   FrameOwner    base class of whatever hands out Reservations and Frames
 #                 (Ring, Broadcast, Broadcast's Subscriber): they call back
 #                 into it when committed / aborted / released.
+#   FrameStore    FrameOwner that owns a segment of frames (Ring, Broadcast):
+#                 slots / shape / dtype / frame_bytes / closed, repr, pickle.
 #   Reservation   `with owner.reserve() as view:` (writer side)
 #   Frame         `with owner.recv_view() as view:` (reader side)
 #   FrameOverwritten(BufferError)   for Broadcast's skip mode.
@@ -104,6 +106,22 @@ cdef class FrameOwner:
     # it raises).
     cdef int _finish_reservation(self, Reservation r, bint commit) except -1
     cdef int _finish_frame(self, Frame f) except -1
+
+
+# The segment, frame spec and slot count of a Ring or Broadcast handle (set
+# by the subclass when it binds), with the Python-visible properties slots,
+# shape, dtype, frame_bytes and closed, the repr
+# "<fastmp.Name slots=.. shape=.. dtype=..{_repr_extra()}[ closed]>", and
+# pickling for a spawn/forkserver child: type(self)._attach(segment, shape,
+# dtype), refused with _closed_exc() once closed.
+cdef class FrameStore(FrameOwner):
+    cdef Segment segment
+    cdef FrameSpec spec
+    cdef uint64_t nslots
+    cdef readonly bint closed
+
+    cdef str _repr_extra(self)          # "" here
+    cdef object _closed_exc(self)       # ValueError("<repr> is closed") here
 
 
 cdef class Reservation:

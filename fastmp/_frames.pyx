@@ -34,6 +34,7 @@ from libc.string cimport memcpy, strcmp
 import operator
 import struct as _struct
 import sys
+from multiprocessing import context as _mp_context
 
 from fastmp._segment cimport Segment
 
@@ -574,6 +575,52 @@ cdef class FrameOwner:
     cdef int _finish_frame(self, Frame f) except -1:
         done_frame(f)
         return 0
+
+
+# no_gc_clear: the collector must not drop `segment` (unmapping the memory)
+# before a subclass's __dealloc__ has given its claims back in it.
+@cython.no_gc_clear
+cdef class FrameStore(FrameOwner):
+    """Base of Ring and Broadcast (see _frames.pxd)."""
+
+    cdef str _repr_extra(self):
+        return ""
+
+    cdef object _closed_exc(self):
+        return ValueError(f"{self!r} is closed")
+
+    def __reduce__(self):
+        if self.closed:
+            raise self._closed_exc()
+        # Checked here too so that the message names Ring / Broadcast; the
+        # segment's own reduction passes the descriptor with DupFd.
+        _mp_context.assert_spawning(self)
+        return (type(self)._attach, (self.segment, self.spec.shape, self.spec.dtype))
+
+    def __repr__(self):
+        state = " closed" if self.closed else ""
+        return (f"<fastmp.{type(self).__name__} slots={self.nslots} shape={self.spec.shape} "
+                f"dtype={self.spec.dtype}{self._repr_extra()}{state}>")
+
+    @property
+    def slots(self):
+        """Number of frame slots."""
+        return self.nslots
+
+    @property
+    def shape(self):
+        """Shape of one frame (a tuple)."""
+        return self.spec.shape
+
+    @property
+    def dtype(self):
+        """numpy.dtype of the frames (the struct typecode str without NumPy)."""
+        return self.spec.dtype
+
+    @property
+    def frame_bytes(self):
+        """Bytes of one frame."""
+        return self.spec.frame_bytes
 
 
 @cython.final

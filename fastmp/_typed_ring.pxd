@@ -5,7 +5,7 @@
 from libc.stdint cimport uint32_t, uint64_t
 
 from fastmp._claims cimport fastmp_peer_watch, fastmp_role
-from fastmp._frames cimport Frame, FrameOwner, FrameSpec, Reservation, ViewCache
+from fastmp._frames cimport Frame, FrameSpec, FrameStore, Reservation, ViewCache
 from fastmp._segment cimport Segment
 from fastmp._sync cimport timespec
 
@@ -39,14 +39,11 @@ cdef extern from "_typed_ring_layout.h" nogil:
     void fastmp_tr_sleep_until_room(fastmp_tr_header* h, const timespec* slice)
 
 
-cdef class Ring(FrameOwner):
-    cdef Segment segment
+# FrameStore: segment, spec, nslots, closed.
+cdef class Ring(FrameStore):
     cdef fastmp_tr_header* hdr
     cdef char* base                 # slot 0
-    cdef uint64_t nslots
     cdef Py_ssize_t stride
-    cdef FrameSpec spec
-    cdef readonly bint closed
 
     # Writer side (handle-local): role (_claims.h), a lower bound of the
     # reader's head, the slot views, the reusable Reservation.
@@ -64,6 +61,7 @@ cdef class Ring(FrameOwner):
     cdef fastmp_peer_watch peer
 
     cdef int _bind(self, Segment segment, FrameSpec spec) except -1
+    cdef object _closed_exc(self)
     cdef int _claim(self, bint writer) except -1
     cdef int _release_claims(self) noexcept
     cdef bint _readable(self) noexcept nogil

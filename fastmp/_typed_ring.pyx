@@ -36,7 +36,6 @@ from cpython.ref cimport _Py_REFCNT
 from libc.stdint cimport uint32_t, uint64_t
 
 import queue
-from multiprocessing import context as _mp_context
 
 from fastmp._args cimport count_arg, physical_memory
 from fastmp._claims cimport (
@@ -95,7 +94,7 @@ cdef inline int _reader_ready(Ring ring) except -1:
 # memory) before __dealloc__ has given this handle's claims back in it.
 @cython.final
 @cython.no_gc_clear
-cdef class Ring(FrameOwner):
+cdef class Ring(FrameStore):
     """A single-producer single-consumer ring of typed frames in shared memory.
 
     Ring(slots, shape, dtype="float32")
@@ -208,43 +207,14 @@ cdef class Ring(FrameOwner):
         ring._bind(segment, spec)
         return ring
 
-    def __reduce__(self):
-        if self.closed:
-            raise _closed_error()
-        # Checked here too so that the message names Ring; the segment's own
-        # reduction passes the descriptor with DupFd.
-        _mp_context.assert_spawning(self)
-        return (Ring._attach, (self.segment, self.spec.shape, self.spec.dtype))
+    # __reduce__, __repr__ and the properties slots, shape, dtype,
+    # frame_bytes and closed: FrameStore (_frames).
 
-    def __repr__(self):
-        state = " closed" if self.closed else ""
-        return (f"<fastmp.Ring slots={self.nslots} shape={self.spec.shape} "
-                f"dtype={self.spec.dtype}{state}>")
+    cdef object _closed_exc(self):
+        return _closed_error()
 
     def __dealloc__(self):
         self._release_claims()
-
-    # -- properties ---------------------------------------------------------
-
-    @property
-    def slots(self):
-        """Frames the ring holds."""
-        return self.nslots
-
-    @property
-    def shape(self):
-        """Shape of one frame (a tuple)."""
-        return self.spec.shape
-
-    @property
-    def dtype(self):
-        """numpy.dtype of the frames (the struct typecode str without NumPy)."""
-        return self.spec.dtype
-
-    @property
-    def frame_bytes(self):
-        """Bytes of one frame."""
-        return self.spec.frame_bytes
 
     # -- claims ---------------------------------------------------------------
 
