@@ -45,9 +45,9 @@ import queue
 
 from fastmp._args cimport count_arg, physical_memory
 from fastmp._claims cimport (
-    describe_claim, fastmp_claim_fork_gen, fastmp_claim_load, fastmp_claim_me, fastmp_claim_peek,
+    fastmp_claim_fork_gen, fastmp_claim_load, fastmp_claim_me, fastmp_claim_peek,
     fastmp_claim_watch_forks, fastmp_peer_gone, fastmp_role_claim, fastmp_role_close,
-    fastmp_role_held,
+    fastmp_role_held, role_taken_error,
 )
 from fastmp._eventcount cimport fastmp_ec_wake
 from fastmp._frames cimport (
@@ -204,10 +204,9 @@ cdef class Broadcast(FrameStore):
     cdef int _claim(self) except -1:
         cdef uint64_t holder = 0
         if not fastmp_role_claim(&self.writer, &self.hdr.writer_claim, &holder):
-            raise RuntimeError(
-                f"this Broadcast's writer is {describe_claim(holder)}, which is still running: "
-                f"a Broadcast has one writer, and the first thread to reserve() or send() "
-                f"becomes it (this is {describe_claim(fastmp_claim_me())})")
+            raise role_taken_error("Broadcast", "writer", holder,
+                                   "a Broadcast has one writer, and the first thread to "
+                                   "reserve() or send() becomes it")
         self.cached_low = 0
         # A writer killed asleep left its announcement: only this thread may
         # sleep on room now, and it is awake.

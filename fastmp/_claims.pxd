@@ -36,3 +36,12 @@ cdef extern from "_claims.h" nogil:
 # "process P, thread T" for a claim word (in error messages).
 cdef inline str describe_claim(uint64_t claim):
     return f"process {claim >> 32}, thread {claim & 0xffffffff}"
+
+
+# The RuntimeError for a caller refused a role that `holder` holds: "this
+# {owner}'s {role} is process P, thread T, which is still running: {rule}
+# (this is <the caller>)".
+cdef inline object role_taken_error(str owner, str role, uint64_t holder, str rule):
+    return RuntimeError(
+        f"this {owner}'s {role} is {describe_claim(holder)}, which is still running: "
+        f"{rule} (this is {describe_claim(fastmp_claim_me())})")

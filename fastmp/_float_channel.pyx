@@ -69,8 +69,8 @@ from multiprocessing import context as _mp_context
 
 from fastmp._args cimport count_arg
 from fastmp._claims cimport (
-    describe_claim, fastmp_claim_me, fastmp_claim_watch_forks, fastmp_peer_gone, fastmp_role_claim,
-    fastmp_role_close, fastmp_role_held,
+    fastmp_claim_watch_forks, fastmp_peer_gone, fastmp_role_claim, fastmp_role_close,
+    fastmp_role_held, role_taken_error,
 )
 from fastmp._eventcount cimport fastmp_ec_retract, fastmp_ec_wake
 from fastmp._segment cimport Segment
@@ -319,10 +319,9 @@ cdef class FloatChannel:
             fastmp_ec_retract(&self.hdr.reader_sleeping)
             return 0
         role, verb = ("writer", "send") if writer else ("reader", "receive")
-        raise RuntimeError(
-            f"this FloatChannel's {role} is {describe_claim(holder)}, which is still "
-            f"running: a FloatChannel has one writer and one reader, and the first "
-            f"thread to {verb} becomes its {role} (this is {describe_claim(fastmp_claim_me())})")
+        raise role_taken_error("FloatChannel", role, holder,
+                               f"a FloatChannel has one writer and one reader, and the first "
+                               f"thread to {verb} becomes its {role}")
 
     cdef int _release_claims(self) noexcept:
         """Mark the claims this handle made in this process as closed (the

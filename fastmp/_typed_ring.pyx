@@ -39,8 +39,8 @@ import queue
 
 from fastmp._args cimport count_arg, physical_memory
 from fastmp._claims cimport (
-    FASTMP_CLAIM_CLOSED, describe_claim, fastmp_claim_me, fastmp_claim_peek, fastmp_claim_watch_forks,
-    fastmp_peer_gone, fastmp_role_claim, fastmp_role_close, fastmp_role_held,
+    FASTMP_CLAIM_CLOSED, fastmp_claim_peek, fastmp_claim_watch_forks, fastmp_peer_gone,
+    fastmp_role_claim, fastmp_role_close, fastmp_role_held, role_taken_error,
 )
 from fastmp._eventcount cimport fastmp_ec_retract, fastmp_ec_wake
 from fastmp._frames cimport (
@@ -63,6 +63,14 @@ cdef object _closed_error():
     return ValueError("Ring is closed")
 
 
+cdef inline double _begin(Ring ring, bint block, object timeout) except? -1.0:
+    """A blocking call's start: ValueError if the handle is closed, else the
+    call's deadline."""
+    if ring.closed:
+        raise _closed_error()
+    return call_deadline(block, timeout)
+
+
 cdef bint _dropped_reservation(Ring ring) except -1:
     """The open Reservation is referenced by nobody but this handle (the
     caller dropped it unfinished: nobody can commit it any more): abort it
@@ -80,6 +88,14 @@ cdef bint _dropped_frame(Ring ring) except -1:
         return False
     ring._finish_frame(<Frame>ring.frame)
     return True
+
+
+cdef inline int _no_reservation(Ring ring, str message) except -1:
+    """RuntimeError(message) if this handle has an open Reservation (one
+    dropped unfinished is aborted instead)."""
+    if ring.reserving and not _dropped_reservation(ring):
+        raise RuntimeError(message)
+    return 0
 
 
 cdef inline int _reader_ready(Ring ring) except -1:
@@ -236,10 +252,9 @@ cdef class Ring(FrameStore):
             fastmp_ec_retract(&self.hdr.reader_sleeping)
             return 0
         role, verb = ("writer", "write") if writer else ("reader", "read")
-        raise RuntimeError(
-            f"this Ring's {role} is {describe_claim(holder)}, which is still running: a Ring "
-            f"has one writer and one reader, and the first thread to {verb} becomes its "
-            f"{role} (this is {describe_claim(fastmp_claim_me())})")
+        raise role_taken_error("Ring", role, holder,
+                               f"a Ring has one writer and one reader, and the first thread "
+                               f"to {verb} becomes its {role}")
 
     cdef int _release_claims(self) noexcept:
         """Mark the claims this handle made in this process as closed (the
@@ -354,12 +369,9 @@ cdef class Ring(FrameStore):
         cdef uint64_t tail
         cdef Reservation r
         cdef Py_ssize_t slot
-        if self.closed:
-            raise _closed_error()
-        deadline = call_deadline(block, timeout)
-        if self.reserving and not _dropped_reservation(self):
-            raise RuntimeError("this Ring handle already has an open reservation: commit or "
-                               "abort it first")
+        deadline = _begin(self, block, timeout)
+        _no_reservation(self, "this Ring handle already has an open reservation: commit or "
+                              "abort it first")
         if not fastmp_role_held(&self.writer, &self.hdr.writer_claim):
             self._claim(True)
         tail = self._writable_position(deadline)
@@ -394,12 +406,9 @@ cdef class Ring(FrameStore):
         cdef Py_buffer view
         cdef double deadline
         cdef uint64_t tail
-        if self.closed:
-            raise _closed_error()
-        deadline = call_deadline(block, timeout)
-        if self.reserving and not _dropped_reservation(self):
-            raise RuntimeError("this Ring handle has an open reservation: commit or abort "
-                               "it before send()")
+        deadline = _begin(self, block, timeout)
+        _no_reservation(self, "this Ring handle has an open reservation: commit or abort "
+                              "it before send()")
         self.spec._check(frame, &view, "Ring.send()", False)
         try:
             if not fastmp_role_held(&self.writer, &self.hdr.writer_claim):
@@ -419,9 +428,7 @@ cdef class Ring(FrameStore):
         every frame has been received)."""
         cdef double deadline
         cdef uint64_t head
-        if self.closed:
-            raise _closed_error()
-        deadline = call_deadline(block, timeout)
+        deadline = _begin(self, block, timeout)
         _reader_ready(self)
         head = self._readable_position(deadline)
         out = self.spec.copy_new(self.base + <Py_ssize_t>(head % self.nslots) * self.stride)
@@ -434,9 +441,7 @@ cdef class Ring(FrameStore):
         cdef Py_buffer view
         cdef double deadline
         cdef uint64_t head
-        if self.closed:
-            raise _closed_error()
-        deadline = call_deadline(block, timeout)
+        deadline = _begin(self, block, timeout)
         self.spec._check(out, &view, "Ring.recv_into()", True)
         try:
             _reader_ready(self)
@@ -455,9 +460,7 @@ cdef class Ring(FrameStore):
         cdef uint64_t head
         cdef Frame f
         cdef Py_ssize_t slot
-        if self.closed:
-            raise _closed_error()
-        deadline = call_deadline(block, timeout)
+        deadline = _begin(self, block, timeout)
         _reader_ready(self)
         head = self._readable_position(deadline)
         slot = <Py_ssize_t>(head % self.nslots)
