@@ -5,9 +5,11 @@
 * measure_side_by_side(): repeat a measurement for several implementations,
   interleaved round by round, so that the noise of this shared VM hits every
   implementation alike; run length adapts to each implementation's speed.
+* scenario_arguments(): the command line the scenario benchmarks share.
 * Rendering: number formatting, Markdown tables, target checks.
 """
 
+import argparse
 import ctypes
 import math
 import multiprocessing
@@ -114,6 +116,19 @@ def run_processes(workers, timeout):
             reader.close()
         for _, process in started:
             _stop(process)
+
+
+def scenario_arguments(description, *, quick_help, scenario_names):
+    """The command line of a scenario benchmark: --quick, --json PATH,
+    --only NAME (one of `scenario_names`, repeatable) and --quiet.  The
+    script adds its own options to the parser returned."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--json", metavar="PATH", help="also save the results as JSON")
+    parser.add_argument("--only", metavar="NAME", action="append", choices=list(scenario_names),
+                        help="run only this scenario (repeatable): " + ", ".join(scenario_names))
+    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    return parser
 
 
 def handle_sigterm():

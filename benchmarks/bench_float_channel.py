@@ -40,7 +40,6 @@ p50 ~120-150 ns or ~450-500 ns; batches of 4096 ~4.4 or ~1.6 G floats/s),
 and a full run may see both; the ratios come from interleaved runs.
 """
 
-import argparse
 import array
 import queue
 import sys
@@ -53,7 +52,7 @@ from bench_queue import (
 )
 from _common import (
     CTX, BenchmarkFailure, handle_sigterm, markdown_table, percentile, pin_malloc_thresholds,
-    progress_printer, run_processes,
+    progress_printer, run_processes, scenario_arguments,
 )
 
 from fastmp._float_channel import FloatChannel
@@ -591,12 +590,8 @@ def render_targets(figures_by_row):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="short smoke run (~10 s)")
-    parser.add_argument("--json", metavar="PATH", help="also save the results as JSON")
-    parser.add_argument("--only", metavar="NAME", action="append", choices=list(SCENARIOS_BY_NAME),
-                        help="run only this scenario (repeatable): " + ", ".join(SCENARIOS_BY_NAME))
-    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    parser = scenario_arguments(__doc__.split("\n\n")[0], quick_help="short smoke run (~10 s)",
+                                scenario_names=SCENARIOS_BY_NAME)
     args = parser.parse_args(argv)
 
     repeats = 3 if args.quick else 5

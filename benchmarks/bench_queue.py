@@ -14,7 +14,6 @@ consumer stops it when it has taken exactly the expected number of messages,
 checks the last one, and checks that nothing more is left in the queue.
 """
 
-import argparse
 import datetime
 import functools
 import json
@@ -38,7 +37,7 @@ except ImportError:
 from _common import (
     CTX, BenchmarkFailure, Check, evaluate_checks, format_ratio, format_value, markdown_table,
     handle_sigterm, measure_side_by_side, percentile, pin_malloc_thresholds, progress_printer,
-    run_processes,
+    run_processes, scenario_arguments,
 )
 
 try:
@@ -634,6 +633,13 @@ def run_scenarios(scenarios, row_figures, *, repeats, target_seconds, progress):
     return results, figures_by_row, failures, report
 
 
+def libraries_measured(env):
+    """print_preamble's `libraries` for a benchmark of fastmp against
+    faster-fifo with NumPy arrays: their versions (or "not installed")."""
+    return (f"fastmp {env['fastmp']}; faster-fifo {env['faster_fifo'] or 'not installed'}; "
+            f"numpy {env['numpy'] or 'not installed'}")
+
+
 def print_preamble(title, *, quick, elapsed, env, libraries, repeats, target_seconds):
     print(f"# {title} benchmark ({'quick' if quick else 'full'} run, {elapsed:.0f} s)\n")
     print(f"Python {env['python']}, {env['cpus']} CPUs, {env['platform']}; workers started with "
@@ -693,12 +699,8 @@ def environment():
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="short smoke run (~30 s)")
-    parser.add_argument("--json", metavar="PATH", help="also save the results as JSON")
-    parser.add_argument("--only", metavar="NAME", action="append", choices=list(SCENARIOS_BY_NAME),
-                        help="run only this scenario (repeatable): " + ", ".join(SCENARIOS_BY_NAME))
-    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    parser = scenario_arguments(__doc__.split("\n\n")[0], quick_help="short smoke run (~30 s)",
+                                scenario_names=SCENARIOS_BY_NAME)
     parser.add_argument("--system-malloc", action="store_true",
                         help="leave glibc malloc's adaptive thresholds alone (large-message "
                              "figures then flip between two modes from run to run)")
@@ -719,9 +721,7 @@ def main(argv=None):
     elapsed = time.monotonic() - began
 
     print_preamble("fastmp.Queue", quick=args.quick, elapsed=elapsed, env=env,
-                   libraries=(f"fastmp {env['fastmp']}; faster-fifo "
-                              f"{env['faster_fifo'] or 'not installed'}; "
-                              f"numpy {env['numpy'] or 'not installed'}"),
+                   libraries=libraries_measured(env),
                    repeats=repeats, target_seconds=target_seconds)
     print("Buffers: fastmp capacity 1 MiB (its default) and faster-fifo max_size_bytes 1 MiB, "
           "except for 64 MB arrays: faster-fifo 65 MiB (it needs the whole message to fit) and "

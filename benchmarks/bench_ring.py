@@ -46,7 +46,6 @@ fastmp.Ring / fastmp.Broadcast missing from the fastmp being measured (or
 numpy, or faster-fifo) are skipped with a note.
 """
 
-import argparse
 import queue
 import sys
 import time
@@ -55,11 +54,11 @@ from dataclasses import dataclass
 # bench_queue also puts this checkout on sys.path when fastmp is not installed.
 from bench_queue import (
     FASTER_FIFO, FASTMP, STDLIB, Scenario, Subject, WATCHDOG, environment, finish_report,
-    print_preamble, run_arrays, run_scenarios, SMALL_BUFFER,
+    libraries_measured, print_preamble, run_arrays, run_scenarios, SMALL_BUFFER,
 )
 from _common import (
     CTX, BenchmarkFailure, handle_sigterm, markdown_table, percentile,
-    pin_malloc_thresholds, progress_printer, run_processes,
+    pin_malloc_thresholds, progress_printer, run_processes, scenario_arguments,
 )
 
 import fastmp
@@ -661,12 +660,8 @@ def render_targets(figures_by_row):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="short smoke run (~45 s)")
-    parser.add_argument("--json", metavar="PATH", help="also save the results as JSON")
-    parser.add_argument("--only", metavar="NAME", action="append", choices=list(SCENARIOS_BY_NAME),
-                        help="run only this scenario (repeatable): " + ", ".join(SCENARIOS_BY_NAME))
-    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    parser = scenario_arguments(__doc__.split("\n\n")[0], quick_help="short smoke run (~45 s)",
+                                scenario_names=SCENARIOS_BY_NAME)
     args = parser.parse_args(argv)
 
     repeats = 3 if args.quick else 5
@@ -685,9 +680,7 @@ def main(argv=None):
     elapsed = time.monotonic() - began
 
     print_preamble("fastmp.Ring / fastmp.Broadcast", quick=args.quick, elapsed=elapsed, env=env,
-                   libraries=(f"fastmp {env['fastmp']}; faster-fifo "
-                              f"{env['faster_fifo'] or 'not installed'}; "
-                              f"numpy {env['numpy'] or 'not installed'}"),
+                   libraries=libraries_measured(env),
                    repeats=repeats, target_seconds=target_seconds)
     print(f"Ring/Broadcast slots: {SLOTS[FLOATS_1MIB]} for 1 MiB frames, {SLOTS[FLOATS_64MIB]} "
           f"for 64 MiB, {SLOTS[FLOATS_64B]} for 64 B.  Queues: fastmp capacity 1 MiB (its "
