@@ -63,7 +63,7 @@ import queue
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from multiprocessing.queues import Queue as StdlibQueue
@@ -257,13 +257,8 @@ def run_fastmp(workload: Workload, start_method: StartMethod) -> tuple[Learner, 
                           name=f"actor-{i}")
               for i in range(workload.actors)]
     try:
-        for process in actors:
-            process.start()
-        ready.wait()
-        start = time.perf_counter()
-        learner = fastmp_learner(workload, rings, reports, actors)
-        seconds = time.perf_counter() - start
-        join_actors(actors)
+        learner, seconds = run_actors(actors, ready, fastmp_learner, workload, rings, reports,
+                                      actors)
     finally:
         stop_actors(actors)
         for ring in rings:
@@ -336,13 +331,8 @@ def run_multiprocessing(workload: Workload, start_method: StartMethod) -> tuple[
                           name=f"actor-{i}")
               for i in range(workload.actors)]
     try:
-        for process in actors:
-            process.start()
-        ready.wait()
-        start = time.perf_counter()
-        learner = multiprocessing_learner(workload, batches, actors)
-        seconds = time.perf_counter() - start
-        join_actors(actors)
+        learner, seconds = run_actors(actors, ready, multiprocessing_learner, workload, batches,
+                                      actors)
     finally:
         stop_actors(actors)
         batches.close()
@@ -352,6 +342,21 @@ def run_multiprocessing(workload: Workload, start_method: StartMethod) -> tuple[
 
 
 # -- process handling --------------------------------------------------------------
+
+def run_actors(actors: Sequence[BaseProcess], ready: Barrier,
+               learn: Callable[..., Learner], *args: Any) -> tuple[Learner, float]:
+    """Start the actors and, once all of them are ready, time learn(*args)
+    until it has consumed everything; then join the actors (an actor that
+    failed raises).  Returns the learner and the seconds it took."""
+    for process in actors:
+        process.start()
+    ready.wait()
+    start = time.perf_counter()
+    learner = learn(*args)
+    seconds = time.perf_counter() - start
+    join_actors(actors)
+    return learner, seconds
+
 
 def check_alive(actors: Sequence[BaseProcess]) -> None:
     """A learner waiting for data from an actor that died would wait forever."""
