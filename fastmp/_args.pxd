@@ -1,8 +1,11 @@
-# Constructor argument checks shared by the shared-memory channels (Ring,
-# Broadcast, FloatChannel): cimport-only, there is no _args module.
+# Checks of what the shared-memory channels (Ring, Broadcast, FloatChannel)
+# are built from: constructor arguments, and the segment a pickled handle
+# attaches to.  cimport-only, there is no _args module.
 
 from cpython.number cimport PyNumber_Index
-from libc.stdint cimport uint64_t
+from libc.stdint cimport uint32_t, uint64_t
+
+from fastmp._segment cimport Segment
 
 cdef extern from "<unistd.h>" nogil:
     long sysconf(int name)
@@ -29,3 +32,27 @@ cdef inline object count_arg(object value, str name, str kind="an int", str leas
 # larger than that with a ValueError.
 cdef inline uint64_t physical_memory() noexcept nogil:
     return <uint64_t>sysconf(_SC_PHYS_PAGES) * <uint64_t>sysconf(_SC_PAGE_SIZE)
+
+
+# The fields every fastmp layout header begins with (_typed_ring_layout.h,
+# _broadcast_layout.h, _float_channel_layout.h assert it).
+cdef extern from *:
+    """
+    typedef struct { uint64_t magic; uint32_t layout_version; } fastmp_layout_head;
+    """
+    ctypedef struct fastmp_layout_head:
+        uint64_t magic
+        uint32_t layout_version
+
+
+# `segment` holds a header of `header_size` bytes with this magic and layout
+# version, else ValueError naming `name` ("Ring", "Broadcast", ...).
+cdef inline int check_layout(Segment segment, size_t header_size, uint64_t magic,
+                             uint32_t version, str name) except -1:
+    cdef const fastmp_layout_head* head = <const fastmp_layout_head*>segment.addr
+    if segment.size < <Py_ssize_t>header_size or head.magic != magic:
+        raise ValueError(f"shared memory does not hold a fastmp {name}")
+    if head.layout_version != version:
+        raise ValueError(f"{name} layout version {head.layout_version} is not the "
+                         f"supported version {version}")
+    return 0

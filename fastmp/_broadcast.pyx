@@ -43,7 +43,7 @@ from libc.stdint cimport uint32_t, uint64_t
 
 import queue
 
-from fastmp._args cimport count_arg, physical_memory
+from fastmp._args cimport check_layout, count_arg, physical_memory
 from fastmp._claims cimport (
     fastmp_claim_fork_gen, fastmp_claim_load, fastmp_claim_me, fastmp_claim_peek,
     fastmp_claim_watch_forks, fastmp_peer_gone, fastmp_role_claim, fastmp_role_close,
@@ -167,12 +167,8 @@ cdef class Broadcast(FrameStore):
         cdef Broadcast bc = Broadcast.__new__(Broadcast)
         cdef fastmp_bc_header* hdr = <fastmp_bc_header*>segment.addr
         cdef FrameSpec spec = frame_spec(shape, dtype)
-        if (segment.size < <Py_ssize_t>sizeof(fastmp_bc_header)
-                or hdr.magic != FASTMP_BC_MAGIC):
-            raise ValueError("shared memory does not hold a fastmp Broadcast")
-        if hdr.layout_version != FASTMP_BC_LAYOUT_VERSION:
-            raise ValueError(f"Broadcast layout version {hdr.layout_version} is not the "
-                             f"supported version {FASTMP_BC_LAYOUT_VERSION}")
+        check_layout(segment, sizeof(fastmp_bc_header), FASTMP_BC_MAGIC, FASTMP_BC_LAYOUT_VERSION,
+                     "Broadcast")
         if (hdr.frame_bytes != <uint64_t>spec.frame_bytes or hdr.stride != <uint64_t>spec.stride
                 or <uint64_t>segment.size < fastmp_bc_segment_size(hdr.max_readers, hdr.slots,
                                                                    hdr.stride)):

@@ -105,6 +105,7 @@
  * Bumping FASTMP_BC_LAYOUT_VERSION is required whenever these structs change. */
 #ifndef FASTMP_BROADCAST_LAYOUT_H
 #define FASTMP_BROADCAST_LAYOUT_H
+#include <stddef.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -168,6 +169,9 @@ typedef struct {
 } fastmp_bc_slot;
 
 _Static_assert(sizeof(fastmp_bc_header) == 5 * 64, "one field group per cache line");
+/* check_layout (_args.pxd) reads these two first, as every fastmp header has them. */
+_Static_assert(offsetof(fastmp_bc_header, magic) == 0 && offsetof(fastmp_bc_header, layout_version) == 8,
+               "magic, then layout_version");
 _Static_assert(sizeof(fastmp_bc_cursor) == 64, "one cursor per cache line");
 _Static_assert(sizeof(fastmp_bc_slot) == 64, "a slot's sequence word has its own line");
 

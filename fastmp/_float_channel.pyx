@@ -67,7 +67,7 @@ import queue
 import sys
 from multiprocessing import context as _mp_context
 
-from fastmp._args cimport count_arg
+from fastmp._args cimport check_layout, count_arg
 from fastmp._claims cimport (
     fastmp_claim_watch_forks, fastmp_peer_gone, fastmp_role_claim, fastmp_role_close,
     fastmp_role_held, role_taken_error,
@@ -273,12 +273,8 @@ cdef class FloatChannel:
         """A handle on the channel in `segment` (a child's side of a pickle)."""
         cdef FloatChannel ch = FloatChannel.__new__(FloatChannel)
         cdef fastmp_fc_header* hdr = <fastmp_fc_header*>segment.addr
-        if (segment.size < <Py_ssize_t>sizeof(fastmp_fc_header)
-                or hdr.magic != FASTMP_FC_MAGIC):
-            raise ValueError("shared memory does not hold a fastmp FloatChannel")
-        if hdr.layout_version != FASTMP_FC_LAYOUT_VERSION:
-            raise ValueError(f"FloatChannel layout version {hdr.layout_version} is not the "
-                             f"supported version {FASTMP_FC_LAYOUT_VERSION}")
+        check_layout(segment, sizeof(fastmp_fc_header), FASTMP_FC_MAGIC, FASTMP_FC_LAYOUT_VERSION,
+                     "FloatChannel")
         if not hdr.latest and <uint64_t>segment.size < hdr.header_size + (hdr.mask + 1) * 8:
             raise ValueError("FloatChannel segment is smaller than its slots")
         ch._bind(segment)

@@ -48,6 +48,7 @@
  * Bumping FASTMP_FC_LAYOUT_VERSION is required whenever this struct changes. */
 #ifndef FASTMP_FLOAT_CHANNEL_LAYOUT_H
 #define FASTMP_FLOAT_CHANNEL_LAYOUT_H
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
@@ -97,6 +98,9 @@ typedef struct {
 } fastmp_fc_header;
 
 _Static_assert(sizeof(fastmp_fc_header) == 7 * 64, "one field group per cache line");
+/* check_layout (_args.pxd) reads these two first, as every fastmp header has them. */
+_Static_assert(offsetof(fastmp_fc_header, magic) == 0 && offsetof(fastmp_fc_header, layout_version) == 8,
+               "magic, then layout_version");
 
 /* -- plain atomics ----------------------------------------------------------- */
 

@@ -37,7 +37,7 @@ from libc.stdint cimport uint32_t, uint64_t
 
 import queue
 
-from fastmp._args cimport count_arg, physical_memory
+from fastmp._args cimport check_layout, count_arg, physical_memory
 from fastmp._claims cimport (
     FASTMP_CLAIM_CLOSED, fastmp_claim_peek, fastmp_claim_watch_forks, fastmp_peer_gone,
     fastmp_role_claim, fastmp_role_close, fastmp_role_held, role_taken_error,
@@ -206,11 +206,8 @@ cdef class Ring(FrameStore):
         cdef fastmp_tr_header* hdr = <fastmp_tr_header*>segment.addr
         cdef FrameSpec spec = frame_spec(shape, dtype)
         cdef uint32_t i
-        if segment.size < <Py_ssize_t>sizeof(fastmp_tr_header) or hdr.magic != FASTMP_TR_MAGIC:
-            raise ValueError("shared memory does not hold a fastmp Ring")
-        if hdr.layout_version != FASTMP_TR_LAYOUT_VERSION:
-            raise ValueError(f"Ring layout version {hdr.layout_version} is not the "
-                             f"supported version {FASTMP_TR_LAYOUT_VERSION}")
+        check_layout(segment, sizeof(fastmp_tr_header), FASTMP_TR_MAGIC, FASTMP_TR_LAYOUT_VERSION,
+                     "Ring")
         if (hdr.frame_bytes != <uint64_t>spec.frame_bytes or hdr.stride != <uint64_t>spec.stride
                 or hdr.ndim != <uint32_t>len(spec.shape)
                 or <uint64_t>segment.size < hdr.header_size + hdr.slots * hdr.stride):

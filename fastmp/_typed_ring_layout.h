@@ -61,6 +61,7 @@
  * Bumping FASTMP_TR_LAYOUT_VERSION is required whenever this struct changes. */
 #ifndef FASTMP_TYPED_RING_LAYOUT_H
 #define FASTMP_TYPED_RING_LAYOUT_H
+#include <stddef.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -102,6 +103,9 @@ typedef struct {
 } fastmp_tr_header;
 
 _Static_assert(sizeof(fastmp_tr_header) == 7 * 64, "one field group per cache line");
+/* check_layout (_args.pxd) reads these two first, as every fastmp header has them. */
+_Static_assert(offsetof(fastmp_tr_header, magic) == 0 && offsetof(fastmp_tr_header, layout_version) == 8,
+               "magic, then layout_version");
 
 static inline uint64_t fastmp_tr_load_relaxed(const uint64_t *p) {
     return __atomic_load_n(p, __ATOMIC_RELAXED);
