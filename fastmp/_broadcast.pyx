@@ -51,7 +51,7 @@ from fastmp._claims cimport (
 )
 from fastmp._eventcount cimport fastmp_ec_wake
 from fastmp._frames cimport (
-    Frame, FrameOwner, FrameSpec, FrameStore, Reservation, ViewCache, done_frame, done_reservation,
+    Frame, FrameOwner, FrameSpec, FrameStore, Reservation, ViewCache, abandon_handle, done_handle,
     frame_from_buffer, frame_spec, frame_to_buffer, new_frame, new_reservation,
 )
 from fastmp._segment cimport Segment
@@ -212,16 +212,9 @@ cdef class Broadcast(FrameStore):
     cdef int _release(self) noexcept:
         """Abandon an open reservation and mark the writer claim this handle
         made (in this process) closed: subscribers then see EOF."""
-        cdef Reservation r
         if self.hdr == NULL:
             return 0
-        if self.res is not None and (<Reservation>self.res).active:
-            r = <Reservation>self.res
-            try:
-                self.wviews.retire(r.view)
-            except BaseException:
-                pass
-            done_reservation(r)
+        abandon_handle(self.wviews, self.res)
         if fastmp_role_close(&self.writer, &self.hdr.writer_claim):
             fastmp_ec_wake(&self.hdr.data_seq)
         return 0
@@ -373,7 +366,7 @@ cdef class Broadcast(FrameStore):
                 if self.hdr.sleepers:
                     self._after_publish()
         finally:
-            done_reservation(r)
+            done_handle(r)
         return 0
 
     def send(self, frame, bint block=True, timeout=None):
@@ -571,16 +564,9 @@ cdef class Subscriber(FrameOwner):
     cdef int _release(self) noexcept:
         """Give back an open frame's view and free the cursor entry, if this
         process holds it."""
-        cdef Frame f
         if self.hdr == NULL or self.claim == 0:
             return 0
-        if self.frame is not None and (<Frame>self.frame).active:
-            f = <Frame>self.frame
-            try:
-                self.views.retire(f.view)
-            except BaseException:
-                pass
-            done_frame(f)
+        abandon_handle(self.views, self.frame)
         if self.forkgen == fastmp_claim_fork_gen():
             fastmp_bc_free_cursor(self.hdr, self.cur, self.claim)
         self.claim = 0
@@ -791,5 +777,5 @@ cdef class Subscriber(FrameOwner):
                     f"data read from the view may be torn); it counts as skipped")
             self._advance(pos + 1)
         finally:
-            done_frame(f)
+            done_handle(f)
         return 0

@@ -21,7 +21,7 @@
 #     r = new_reservation(self, <PyObject*>self._res, cache.take(slot))
 #     self._res = r; r.slot = slot; r.position = pos
 #     ... in _finish_reservation(r, commit): cache.retire(r.view); publish
-#     (the owner clears r.active / r.view / r.owner via done_reservation(r)).
+#     (the owner clears r.active / r.view / r.owner via done_handle(r)).
 
 from libc.stdint cimport uint64_t
 
@@ -102,8 +102,7 @@ cdef class ViewCache:
 cdef class FrameOwner:
     # Called by Reservation.commit()/abort()/__exit__ (commit = True to
     # publish) and Frame.release()/__exit__, only while the object is
-    # active.  The owner must call done_reservation / done_frame (even when
-    # it raises).
+    # active.  The owner must call done_handle (even when it raises).
     cdef int _finish_reservation(self, Reservation r, bint commit) except -1
     cdef int _finish_frame(self, Frame f) except -1
 
@@ -124,7 +123,8 @@ cdef class FrameStore(FrameOwner):
     cdef object _closed_exc(self)       # ValueError("<repr> is closed") here
 
 
-cdef class Reservation:
+# What a Reservation and a Frame hold: one slot lent out by `owner`.
+cdef class SlotHandle:
     cdef FrameOwner owner               # None while idle (no reference cycle)
     cdef readonly object view
     cdef readonly bint active
@@ -133,13 +133,12 @@ cdef class Reservation:
     cdef Py_ssize_t slot
 
 
-cdef class Frame:
-    cdef FrameOwner owner
-    cdef readonly object view
-    cdef readonly bint active
-    cdef uint64_t position
-    cdef uint64_t seq
-    cdef Py_ssize_t slot
+cdef class Reservation(SlotHandle):
+    pass
+
+
+cdef class Frame(SlotHandle):
+    pass
 
 
 # An active Reservation / Frame for `owner` holding `view`: `cached` (pass
@@ -148,6 +147,9 @@ cdef class Frame:
 # object.  The caller stores the result back in its attribute.
 cdef Reservation new_reservation(FrameOwner owner, PyObject* cached, object view)
 cdef Frame new_frame(FrameOwner owner, PyObject* cached, object view)
-# Mark it finished (inactive, no owner, no view).
-cdef void done_reservation(Reservation r) noexcept
-cdef void done_frame(Frame f) noexcept
+# Mark a Reservation / Frame finished (inactive, no owner, no view).
+cdef void done_handle(SlotHandle h) noexcept
+# For an owner being closed or collected: if `h` (its last Reservation /
+# Frame, or None) is still active, retire its view from `views` (errors
+# ignored) and mark it finished.
+cdef void abandon_handle(ViewCache views, object h) noexcept

@@ -569,11 +569,11 @@ cdef class FrameOwner:
     """Base of Ring, Broadcast and Subscriber (see _frames.pxd)."""
 
     cdef int _finish_reservation(self, Reservation r, bint commit) except -1:
-        done_reservation(r)
+        done_handle(r)
         return 0
 
     cdef int _finish_frame(self, Frame f) except -1:
-        done_frame(f)
+        done_handle(f)
         return 0
 
 
@@ -623,8 +623,12 @@ cdef class FrameStore(FrameOwner):
         return self.spec.frame_bytes
 
 
+cdef class SlotHandle:
+    """Base of Reservation and Frame (see _frames.pxd)."""
+
+
 @cython.final
-cdef class Reservation:
+cdef class Reservation(SlotHandle):
     """A writable frame in a slot, not yet published (``ring.reserve()``).
 
     ``with ring.reserve() as view:`` fills ``view`` in place; leaving the
@@ -663,7 +667,7 @@ cdef class Reservation:
 
 
 @cython.final
-cdef class Frame:
+cdef class Frame(SlotHandle):
     """A read-only, zero-copy view of a received frame (``ring.recv_view()``).
 
     ``with ring.recv_view() as view:`` reads ``view`` in place; leaving the
@@ -695,39 +699,44 @@ cdef class Frame:
         raise TypeError("a Frame cannot be pickled")
 
 
+cdef inline bint _reusable(PyObject* cached, type cls) noexcept:
+    # An idle `cls` that only the caller's attribute references.
+    return (cached != NULL and _Py_REFCNT(cached) == 1 and type(<object>cached) is cls
+            and not (<SlotHandle>cached).active)
+
+
+cdef inline SlotHandle _lend(SlotHandle h, FrameOwner owner, object view):
+    h.owner = owner
+    h.view = view
+    h.active = True
+    return h
+
+
 cdef Reservation new_reservation(FrameOwner owner, PyObject* cached, object view):
-    cdef Reservation r
-    if (cached != NULL and _Py_REFCNT(cached) == 1 and type(<object>cached) is Reservation
-            and not (<Reservation>cached).active):
-        r = <Reservation>cached
-    else:
-        r = Reservation.__new__(Reservation)
-    r.owner = owner
-    r.view = view
-    r.active = True
-    return r
+    if _reusable(cached, Reservation):
+        return <Reservation>_lend(<Reservation>cached, owner, view)
+    return <Reservation>_lend(Reservation.__new__(Reservation), owner, view)
 
 
 cdef Frame new_frame(FrameOwner owner, PyObject* cached, object view):
-    cdef Frame f
-    if (cached != NULL and _Py_REFCNT(cached) == 1 and type(<object>cached) is Frame
-            and not (<Frame>cached).active):
-        f = <Frame>cached
-    else:
-        f = Frame.__new__(Frame)
-    f.owner = owner
-    f.view = view
-    f.active = True
-    return f
+    if _reusable(cached, Frame):
+        return <Frame>_lend(<Frame>cached, owner, view)
+    return <Frame>_lend(Frame.__new__(Frame), owner, view)
 
 
-cdef void done_reservation(Reservation r) noexcept:
-    r.active = False
-    r.owner = None
-    r.view = None
+cdef void done_handle(SlotHandle h) noexcept:
+    h.active = False
+    h.owner = None
+    h.view = None
 
 
-cdef void done_frame(Frame f) noexcept:
-    f.active = False
-    f.owner = None
-    f.view = None
+cdef void abandon_handle(ViewCache views, object h) noexcept:
+    cdef SlotHandle held
+    if h is None or not (<SlotHandle>h).active:
+        return
+    held = <SlotHandle>h
+    try:
+        views.retire(held.view)
+    except BaseException:
+        pass
+    done_handle(held)

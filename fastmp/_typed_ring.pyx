@@ -44,8 +44,7 @@ from fastmp._claims cimport (
 )
 from fastmp._eventcount cimport fastmp_ec_retract, fastmp_ec_wake
 from fastmp._frames cimport (
-    done_frame, done_reservation, frame_from_buffer, frame_spec, frame_to_buffer,
-    new_frame, new_reservation,
+    done_handle, frame_from_buffer, frame_spec, frame_to_buffer, new_frame, new_reservation,
 )
 from fastmp._segment cimport Segment
 from fastmp._sync cimport (
@@ -383,7 +382,7 @@ cdef class Ring(FrameStore):
     cdef int _finish_reservation(self, Reservation r, bint commit) except -1:
         cdef object view = r.view
         cdef uint64_t position = r.position
-        done_reservation(r)
+        done_handle(r)
         self.reserving = False
         self.wviews.retire(view)
         if not commit:
@@ -471,7 +470,7 @@ cdef class Ring(FrameStore):
     cdef int _finish_frame(self, Frame f) except -1:
         cdef object view = f.view
         cdef uint64_t position = f.position
-        done_frame(f)
+        done_handle(f)
         self.viewing = False
         self.rviews.retire(view)
         if self.closed:
