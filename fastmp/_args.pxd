@@ -13,16 +13,22 @@ cdef extern from "<unistd.h>" nogil:
     int _SC_PAGE_SIZE
 
 
+# `value` as an int (operator.index): TypeError "{what}, not <type>" for
+# bool or a non-integer.
+cdef inline object int_arg(object value, str what):
+    if isinstance(value, bool):
+        raise TypeError(f"{what}, not bool")
+    try:
+        return PyNumber_Index(value)
+    except TypeError:
+        raise TypeError(f"{what}, not {type(value).__name__}") from None
+
+
 # `value` (a count such as slots or capacity) as an int >= 1: TypeError
 # "{name} must be {kind}, not <type>" for bool or a non-integer, ValueError
 # "{name} must be at least {least}, got <value>" below 1.
 cdef inline object count_arg(object value, str name, str kind="an int", str least="1"):
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be {kind}, not bool")
-    try:
-        value = PyNumber_Index(value)      # operator.index
-    except TypeError:
-        raise TypeError(f"{name} must be {kind}, not {type(value).__name__}") from None
+    value = int_arg(value, f"{name} must be {kind}")
     if value < 1:
         raise ValueError(f"{name} must be at least {least}, got {value}")
     return value

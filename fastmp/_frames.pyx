@@ -31,11 +31,11 @@ from cpython.object cimport PyObject
 from cpython.ref cimport _Py_REFCNT
 from libc.string cimport memcpy, strcmp
 
-import operator
 import struct as _struct
 import sys
 from multiprocessing import context as _mp_context
 
+from fastmp._args cimport int_arg
 from fastmp._segment cimport Segment
 
 __all__ = ["FrameOverwritten", "FrameSpec", "Frame", "Reservation"]
@@ -98,24 +98,13 @@ cdef inline Py_ssize_t _round_up(Py_ssize_t n) noexcept:
 
 cdef tuple _parse_shape(object shape):
     cdef list dims
-    if isinstance(shape, bool):
-        raise TypeError("shape must be an int or a tuple of ints, not bool")
     if isinstance(shape, (tuple, list)):
         items = shape
     else:
-        try:
-            items = (operator.index(shape),)
-        except TypeError:
-            raise TypeError(f"shape must be an int or a tuple of ints, not "
-                            f"{type(shape).__name__}") from None
+        items = (int_arg(shape, "shape must be an int or a tuple of ints"),)
     dims = []
     for d in items:
-        if isinstance(d, bool):
-            raise TypeError("shape entries must be ints, not bool")
-        try:
-            d = operator.index(d)
-        except TypeError:
-            raise TypeError(f"shape entries must be ints, not {type(d).__name__}") from None
+        d = int_arg(d, "shape entries must be ints")
         if d < 0:
             raise ValueError(f"shape entries must be >= 0, got {tuple(items)!r}")
         dims.append(d)
