@@ -57,7 +57,7 @@ from fastmp._frames cimport (
 from fastmp._segment cimport Segment
 from fastmp._sync cimport (
     SPIN_HOLDING_GIL, SPIN_POLLS, SPIN_SECONDS, WAIT_SLICE, call_deadline, fastmp_cpu_relax,
-    monotonic, next_slice, timespec,
+    monotonic, next_slice, spin_end, timespec,
 )
 
 from fastmp._frames import FrameOverwritten
@@ -236,10 +236,8 @@ cdef class Broadcast(FrameStore):
 
     cdef bint _slowest_reaches(self, uint64_t needs, double seconds,
                                double deadline) noexcept nogil:
-        cdef double until = monotonic() + seconds
+        cdef double until = spin_end(seconds, deadline)
         cdef int i
-        if deadline < until:
-            until = deadline
         while True:
             for i in range(SPIN_POLLS):
                 if fastmp_bc_slowest(self.hdr, needs) >= needs:
@@ -627,10 +625,8 @@ cdef class Subscriber(FrameOwner):
     # -- waiting -------------------------------------------------------------------
 
     cdef bint _published(self, double seconds, double deadline) noexcept nogil:
-        cdef double until = monotonic() + seconds
+        cdef double until = spin_end(seconds, deadline)
         cdef int i
-        if deadline < until:
-            until = deadline
         while True:
             for i in range(SPIN_POLLS):
                 if fastmp_bc_tail(self.hdr) > self.pos:

@@ -76,7 +76,7 @@ from fastmp._eventcount cimport fastmp_ec_retract, fastmp_ec_wake
 from fastmp._segment cimport Segment
 from fastmp._sync cimport (
     SPIN_HOLDING_GIL, SPIN_POLLS, SPIN_SECONDS, WAIT_SLICE, call_deadline, fastmp_cpu_relax,
-    monotonic, next_slice, timespec,
+    monotonic, next_slice, spin_end, timespec,
 )
 
 __all__ = ["FloatChannel"]
@@ -354,10 +354,8 @@ cdef class FloatChannel:
                     double deadline) noexcept nogil:
         """Poll for data (reading) or `wanted` free slots for up to
         `seconds` (or until the deadline)."""
-        cdef double until = monotonic() + seconds
+        cdef double until = spin_end(seconds, deadline)
         cdef int i
-        if deadline < until:
-            until = deadline
         while True:
             for i in range(SPIN_POLLS):
                 if self._readable() if reading else self._room() >= wanted:

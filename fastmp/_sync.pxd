@@ -81,6 +81,12 @@ cdef extern from *:
     """
     const double SPIN_SECONDS "FASTMP_SPIN_SECONDS"
     const double SPIN_HOLDING_GIL "FASTMP_SPIN_HOLDING_GIL"
+
+# When a spin of `seconds` starting now stops: then, or at `deadline` if
+# that is sooner.
+cdef inline double spin_end(double seconds, double deadline) noexcept nogil:
+    cdef double until = monotonic() + seconds
+    return deadline if deadline < until else until
 cdef bint pid_alive(int pid) noexcept nogil
 
 cdef int mutex_init(pthread_mutex_t* m) except -1

@@ -49,7 +49,7 @@ from fastmp._frames cimport (
 from fastmp._segment cimport Segment
 from fastmp._sync cimport (
     SPIN_HOLDING_GIL, SPIN_POLLS, SPIN_SECONDS, WAIT_SLICE, call_deadline, fastmp_cpu_relax,
-    monotonic, next_slice, timespec,
+    monotonic, next_slice, spin_end, timespec,
 )
 
 __all__ = ["Ring"]
@@ -275,10 +275,8 @@ cdef class Ring(FrameStore):
                 - fastmp_tr_load_acquire(&self.hdr.head) < self.nslots)
 
     cdef bint _spin(self, bint reading, double seconds, double deadline) noexcept nogil:
-        cdef double until = monotonic() + seconds
+        cdef double until = spin_end(seconds, deadline)
         cdef int i
-        if deadline < until:
-            until = deadline
         while True:
             for i in range(SPIN_POLLS):
                 if self._readable() if reading else self._has_room():
