@@ -41,7 +41,7 @@ _FASTMP_SHM_NAME = re.compile(r"fast_?mp|^fmp[-_.]", re.IGNORECASE)
 _FORKSERVER_PRELOAD = ["fastmp", "numpy", "pytest", "conftest",
                        "test_start_methods", "test_crash_safety", "test_pipe",
                        "test_sharedctypes", "test_lock", "test_float_channel",
-                       "test_typed_ring", "test_broadcast"]
+                       "test_typed_ring", "test_broadcast", "test_side"]
 multiprocessing.set_forkserver_preload(_FORKSERVER_PRELOAD)
 
 
