@@ -180,7 +180,7 @@ class Series:
 
 
 def measure_side_by_side(keys, run_once, *, initial_counts, repeats, target_seconds,
-                         min_count=1, max_count=10**9, multiple=1, progress=None):
+                         min_count=1, max_count=10**9, multiple=1, progress=None, on_run=None):
     """Measure every subject in `keys` `repeats` times, interleaved.
 
     `run_once(key, count)` does `count` units of work and returns a dict of
@@ -189,6 +189,8 @@ def measure_side_by_side(keys, run_once, *, initial_counts, repeats, target_seco
     run shorter than 40 % of that (the first guess was off) is discarded and
     redone, unless the count is already at `max_count`.  A BenchmarkFailure
     ends that subject's series with an error; the others go on.
+    `on_run(key, kept, repeats)`, if given, is called before each run (for a
+    progress bar: `kept` runs of `key` are done so far).
     """
     series = {key: Series(key, _clamp(initial_counts[key], min_count, max_count, multiple))
               for key in keys}
@@ -198,6 +200,8 @@ def measure_side_by_side(keys, run_once, *, initial_counts, repeats, target_seco
         if not active:
             break
         for s in active:
+            if on_run:
+                on_run(s.key, len(s.runs), repeats)
             try:
                 metrics = run_once(s.key, s.count)
             except BenchmarkFailure as exc:

@@ -514,8 +514,9 @@ NOT_COVERED = ("The Pipe, Value/Array/RawValue, FloatChannel and Ring targets ar
 
 # -- running and reporting -------------------------------------------------------------
 
-def run_scenario(scenario, *, repeats, target_seconds, progress):
-    """Returns {subject key: Series} plus skip notes {subject key: reason}."""
+def runnable_subjects(scenario):
+    """The subjects of `scenario` that can run here, and {key: why not} for
+    the others (numpy or faster-fifo missing)."""
     skipped = {}
     subjects = []
     for subject in scenario.subjects:
@@ -525,13 +526,20 @@ def run_scenario(scenario, *, repeats, target_seconds, progress):
             skipped[subject.key] = subject.flavour.missing
         else:
             subjects.append(subject)
+    return subjects, skipped
+
+
+def run_scenario(scenario, *, repeats, target_seconds, progress, on_run=None):
+    """Returns {subject key: Series} plus skip notes {subject key: reason}."""
+    subjects, skipped = runnable_subjects(scenario)
     by_key = {s.key: s for s in subjects}
     progress(f"{scenario.name}: {scenario.title}")
     series = measure_side_by_side(
         list(by_key), lambda key, count: scenario.run_once(by_key[key], count),
         initial_counts={k: scenario.rate_guess[k] * target_seconds for k in by_key},
         repeats=repeats, target_seconds=target_seconds, min_count=scenario.min_count,
-        max_count=scenario.max_count, multiple=scenario.multiple, progress=progress)
+        max_count=scenario.max_count, multiple=scenario.multiple, progress=progress,
+        on_run=on_run)
     return series, skipped
 
 
@@ -606,14 +614,19 @@ def _gist(error):
     return lines[0] if len(lines) < 2 else f"{lines[0]} ... {lines[-1]}"
 
 
-def run_scenarios(scenarios, row_figures, *, repeats, target_seconds, progress):
+def run_scenarios(scenarios, row_figures, *, repeats, target_seconds, progress,
+                  on_scenario=None, on_run=None):
     """Run each scenario side by side; returns (results, figures_by_row,
     failures, report): results as (scenario, series, skipped, rows) tuples,
-    figures by row key, one line per failed subject, and the JSON report."""
+    figures by row key, one line per failed subject, and the JSON report.
+    For a progress bar: `on_scenario(index, scenario)` is called as each
+    scenario starts, and `on_run` is measure_side_by_side's."""
     results, figures_by_row, failures, report = [], {}, [], {}
-    for scenario in scenarios:
+    for index, scenario in enumerate(scenarios):
+        if on_scenario:
+            on_scenario(index, scenario)
         series, skipped = run_scenario(scenario, repeats=repeats, target_seconds=target_seconds,
-                                       progress=progress)
+                                       progress=progress, on_run=on_run)
         rows = {row.key: row_figures(row, series) for row in scenario.rows}
         figures_by_row.update(rows)
         results.append((scenario, series, skipped, rows))
@@ -702,10 +715,21 @@ def main(argv=None):
                         help="leave glibc malloc's adaptive thresholds alone (large-message "
                              "figures then flip between two modes from run to run)")
     args = parser.parse_args(argv)
+    measured = measure(args, progress=progress_printer(not args.quiet))
+    print_report(args, **measured)
+    return finish_report(args, measured["results"], measured["failures"],
+                         **json_fields(args, **measured))
 
-    repeats = 3 if args.quick else 5
-    target_seconds = 0.1 if args.quick else 0.75
-    progress = progress_printer(not args.quiet)
+
+def run_settings(quick):
+    """(repeats, seconds per run) of a full or a quick run."""
+    return (3, 0.1) if quick else (5, 0.75)
+
+
+def measure(args, *, progress, on_scenario=None, on_run=None):
+    """Run the scenarios chosen by `args` (--quick, --only, --system-malloc);
+    returns what print_report and json_fields take."""
+    repeats, target_seconds = run_settings(args.quick)
     env = environment()
     handle_sigterm()
     # Before any worker is forked: they inherit the setting.
@@ -714,9 +738,20 @@ def main(argv=None):
 
     began = time.monotonic()
     results, figures_by_row, failures, report = run_scenarios(
-        chosen, row_figures, repeats=repeats, target_seconds=target_seconds, progress=progress)
+        chosen, row_figures, repeats=repeats, target_seconds=target_seconds, progress=progress,
+        on_scenario=on_scenario, on_run=on_run)
     elapsed = time.monotonic() - began
+    return dict(results=results, figures_by_row=figures_by_row, failures=failures, report=report,
+                env=env, repeats=repeats, target_seconds=target_seconds, elapsed=elapsed)
 
+
+def json_fields(args, *, env, repeats, target_seconds, elapsed, report, **_):
+    return dict(environment=env, quick=args.quick, repeats=repeats,
+                target_seconds=target_seconds, elapsed_seconds=elapsed, scenarios=report)
+
+
+def print_report(args, *, results, figures_by_row, env, repeats, target_seconds, elapsed, **_):
+    """The Markdown report on stdout: header, results table, targets table."""
     print_preamble("fastmp.Queue", quick=args.quick, elapsed=elapsed, env=env,
                    libraries=libraries_measured(env),
                    repeats=repeats, target_seconds=target_seconds)
@@ -735,9 +770,6 @@ def main(argv=None):
         print("\n## Targets (shared/targets.md)\n")
         print(targets_table)
         print(f"\n{NOT_COVERED}")
-    return finish_report(args, results, failures, environment=env, quick=args.quick,
-                         repeats=repeats, target_seconds=target_seconds,
-                         elapsed_seconds=elapsed, scenarios=report)
 
 
 if __name__ == "__main__":
