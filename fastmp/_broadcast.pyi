@@ -1,5 +1,5 @@
 from types import TracebackType
-from typing import Any, Literal, SupportsIndex
+from typing import Any, Literal, SupportsIndex, final
 
 from _typeshed import ReadableBuffer, WriteableBuffer
 
@@ -7,6 +7,7 @@ from fastmp._frames import Frame, FrameOverwritten, Reservation
 
 __all__ = ["Broadcast", "Subscriber", "FrameOverwritten"]
 
+@final
 class Broadcast:
     """One writer, many subscribers of fixed-shape typed frames in shared memory."""
 
@@ -33,6 +34,7 @@ class Broadcast:
     def subscribe(self) -> Subscriber: ...
     def close(self) -> None: ...
 
+@final
 class Subscriber:
     """One cursor of a Broadcast; a per-process handle (not picklable)."""
 

@@ -1,6 +1,6 @@
 from array import array
 from collections.abc import Iterable
-from typing import SupportsFloat, SupportsIndex, overload
+from typing import SupportsFloat, SupportsIndex, final, overload
 
 from _typeshed import ReadableBuffer, WriteableBuffer
 
@@ -8,6 +8,7 @@ __all__ = ["FloatChannel"]
 
 DEFAULT_CAPACITY: int
 
+@final
 class FloatChannel:
     """A single-writer, single-reader channel of float64 values in shared memory."""
 

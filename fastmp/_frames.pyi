@@ -1,4 +1,4 @@
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, final
 
 __all__ = ["FrameOverwritten", "FrameSpec", "Frame", "Reservation"]
 
@@ -7,6 +7,7 @@ _V = TypeVar("_V")  # numpy.ndarray with NumPy, else memoryview
 class FrameOverwritten(BufferError):
     """Broadcast (policy="skip"): the viewed frame was overwritten while in use."""
 
+@final
 class FrameSpec:
     @property
     def shape(self) -> tuple[int, ...]: ...
@@ -23,6 +24,7 @@ class FrameSpec:
 
 def frame_spec(shape: Any, dtype: Any) -> FrameSpec: ...
 
+@final
 class Reservation(Generic[_V]):
     """A writable frame in a slot, published by commit() or a normal ``with`` exit."""
 
@@ -35,6 +37,7 @@ class Reservation(Generic[_V]):
     def commit(self) -> None: ...
     def abort(self) -> None: ...
 
+@final
 class Frame(Generic[_V]):
     """A read-only zero-copy view of a received frame; release() gives the slot back."""
 

@@ -1,4 +1,4 @@
-from typing import Any, SupportsIndex
+from typing import Any, SupportsIndex, final
 
 from _typeshed import ReadableBuffer, WriteableBuffer
 
@@ -6,6 +6,7 @@ from fastmp._frames import Frame, Reservation
 
 __all__ = ["Ring"]
 
+@final
 class Ring:
     """A single-producer single-consumer ring of typed frames in shared memory."""
 

@@ -3,10 +3,14 @@ from types import TracebackType
 from typing import Any, Self
 
 from _typeshed import ReadableBuffer, WriteableBuffer
+from typing_extensions import disjoint_base
+
+__all__ = ["Connection", "Pipe", "DEFAULT_CAPACITY", "DEFAULT_RECV_MANY"]
 
 DEFAULT_CAPACITY: int
 DEFAULT_RECV_MANY: int
 
+@disjoint_base
 class Connection:
     @property
     def closed(self) -> bool: ...

@@ -3,6 +3,8 @@ from multiprocessing.context import BaseContext
 from types import GenericAlias
 from typing import Any, Generic, TypeVar
 
+__all__ = ["Queue", "JoinableQueue", "SimpleQueue", "DEFAULT_CAPACITY"]
+
 _T = TypeVar("_T")
 
 DEFAULT_CAPACITY: int
