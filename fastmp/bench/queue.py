@@ -509,7 +509,8 @@ TARGETS = [
 ]
 
 NOT_COVERED = ("The Pipe, Value/Array/RawValue, FloatChannel and Ring targets are measured by "
-               "bench_pipe.py, bench_sharedctypes.py, bench_float_channel.py and bench_ring.py.")
+               "benchmarks/bench_pipe.py, bench_sharedctypes.py, bench_float_channel.py and bench_ring.py "
+               "in fastmp's source tree.")
 
 
 # -- running and reporting -------------------------------------------------------------
