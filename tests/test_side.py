@@ -351,10 +351,12 @@ def test_producers_and_consumers_with_one_killed_holding_arrays(start_method, pr
     reports_r, reports_w = start_method.Pipe(duplex=False)
     holding = start_method.Event()
     producers = [procs.start(start_method, produce_arrays, q, p, 30, p) for p in range(2)]
+    # The victim is the only consumer until it holds three arrays (started
+    # later, it could find the others had taken everything).
     victim = procs.start(start_method, consume_arrays, q, reports_w, 3, holding)
+    assert holding.wait(TIMEOUT)
     consumers = [procs.start(start_method, consume_arrays, q, reports_w) for _ in range(2)]
     reports_w.close()
-    assert holding.wait(TIMEOUT)
     os.kill(victim.pid, signal.SIGKILL)
     procs.join(victim, exitcode=-signal.SIGKILL)
     procs.join(*producers)
